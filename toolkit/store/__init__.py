@@ -1,0 +1,6 @@
+"""The DuckDB interaction store: canonical schema, connection, import, validation and export."""
+
+from toolkit.store.connection import connect, database_path
+from toolkit.store.schema import ACTIONS, SCHEMA_VERSION, SURFACES, TABLES
+
+__all__ = ["connect", "database_path", "ACTIONS", "SCHEMA_VERSION", "SURFACES", "TABLES"]

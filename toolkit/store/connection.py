@@ -1,0 +1,94 @@
+"""Opening the DuckDB interaction store, with clear messages for locked or foreign files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import duckdb
+
+from toolkit.errors import FeedlabError, SchemaVersionError, StoreLockedError
+from toolkit.store.schema import SCHEMA_VERSION, schema_ddl
+
+
+def _is_lock_error(err: Exception) -> bool:
+    text = str(err).lower()
+    return "lock" in text and ("conflicting" in text or "could not set lock" in text)
+
+
+def _locked_error(path: str | os.PathLike) -> StoreLockedError:
+    """The error for a store file held read-write by another process (shared with the importer)."""
+    return StoreLockedError(
+        f"{path} is locked: another process has it open for writing "
+        "(a notebook kernel, a running `feedlab` command). Close that process, or open "
+        "the file with read_only=True (DuckDB allows many readers but only when no "
+        "process holds it read-write)."
+    )
+
+
+def connect(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open the feedlab store at ``path``, creating the v1 schema when opened read-write.
+
+    A read-only connection needs an existing file; a read-write one creates the file and the
+    tables when they are missing. DuckDB lets one read-write process hold a file at a time; when
+    another process holds it this raises :class:`~toolkit.errors.StoreLockedError` naming the
+    file, instead of DuckDB's raw error.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> from toolkit.store import connect
+    >>> con = connect(os.path.join(tempfile.mkdtemp(), "demo.duckdb"))
+    >>> con.sql("select count(*) from impressions").fetchall()
+    [(0,)]
+    >>> con.close()
+    """
+    path = Path(path)
+    if read_only and not path.exists():
+        raise FeedlabError(f"{path}: no such database (build one with `feedlab synth` or `feedlab import`)")
+    if not read_only and path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        con = duckdb.connect(str(path), read_only=read_only)
+    except duckdb.IOException as err:
+        if _is_lock_error(err):
+            raise _locked_error(path) from None
+        raise FeedlabError(f"{path}: cannot open as a DuckDB database ({err})") from None
+    except duckdb.Error as err:
+        raise FeedlabError(f"{path}: cannot open as a DuckDB database ({err})") from None
+    try:
+        _ensure_schema(con, read_only=read_only, path=path)
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
+def _ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool, path: Path) -> None:
+    has_version = con.execute(
+        "select count(*) from information_schema.tables where table_name = 'schema_version'"
+    ).fetchall()[0][0]
+    if has_version:
+        rows = con.execute("select max(version) from schema_version").fetchall()
+        version = rows[0][0]
+        if version is not None and version != SCHEMA_VERSION:
+            raise SchemaVersionError(
+                f"{path} holds schema version {version}; this toolkit reads version {SCHEMA_VERSION}."
+            )
+        if version is not None:
+            return
+    if read_only:
+        raise FeedlabError(f"{path} is not a feedlab store (it has no schema_version table)")
+    con.execute("begin transaction")
+    for stmt in schema_ddl():
+        con.execute(stmt)
+    con.execute("insert into schema_version values (?, now()::timestamp)", [SCHEMA_VERSION])
+    con.execute("commit")
+
+
+def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
+    """The file behind a connection, or None for an in-memory database."""
+    rows = con.execute(
+        "select path from duckdb_databases() where database_name = current_database()"
+    ).fetchall()
+    return Path(rows[0][0]) if rows and rows[0][0] else None
