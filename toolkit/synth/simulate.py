@@ -304,7 +304,8 @@ def _followed_candidates(world, state, rng, surface, viewers, depth, t0):
     """Feed: recent posts of followed, unmuted accounts; Stories: their stories of the last 24 h."""
     config = world.config
     window = config.feed_window_hours if surface == "feed" else config.stories_window_hours
-    lo, hi = np.searchsorted(world.p_created_us, [t0 - int(window * _US_PER_HOUR), t0])
+    # posts younger than the window at the end of the hour: a 24 h story is never shown at 24 h 30 min
+    lo, hi = np.searchsorted(world.p_created_us, [t0 + _US_PER_HOUR - int(window * _US_PER_HOUR), t0])
     recent = np.arange(lo, hi)
     if surface == "feed":
         recent = recent[np.isin(world.p_format[recent], _FEED_FORMATS)]
@@ -430,6 +431,9 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
     )
     probs, observable = action_probabilities(features)
     labels = rng.random(probs.shape) < np.nan_to_num(probs)
+    hour_end = t0 + _US_PER_HOUR - 1
+    follow_ts = np.minimum(ts + rng.integers(_US_PER_S, 60 * _US_PER_S, size=n), hour_end)
+    _drop_follows_after_following(pair, ts, follow_ts, labels, probs, observable)
 
     cols: dict[str, object] = {
         "impression_id": np.arange(first_id, first_id + n, dtype=np.int64),
@@ -457,7 +461,6 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
     state.not_interested.add(pair[labels[:, ACTIONS.index("not_interested")]])
 
     # public engagement: a few seconds after the impression, within the hour
-    hour_end = t0 + _US_PER_HOUR - 1
     users, posts, actions, times = [], [], [], []
     for action in _POST_ACTIONS:
         done = labels[:, ACTIONS.index(action)]
@@ -471,8 +474,7 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
         np.concatenate(times), world.third_party_client[user_e],
     )  # fmt: skip
     followed = labels[:, ACTIONS.index("follow")]
-    f_ts = np.minimum(ts[followed] + rng.integers(_US_PER_S, 60 * _US_PER_S, size=followed.sum()), hour_end)
-    fol = _new_follows(world, state, viewer[followed], author[followed], f_ts)
+    fol = _new_follows(world, state, viewer[followed], author[followed], follow_ts[followed])
     follow_eng = _engagement_frame(
         world, fol["follower_id"].to_numpy(), np.full(fol.height, -1), fol["followee_id"].to_numpy(),
         np.full(fol.height, FOLLOW), _us(world, fol["created_at"]), world.third_party_client[fol["follower_id"].to_numpy()],
@@ -480,13 +482,31 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
     return frame, pl.concat([eng, follow_eng]), fol
 
 
-def _new_follows(world, state, src, dst, ts):
-    """Record follows made this hour (first one per pair wins); returns them as ``follows`` rows."""
-    codes = src * world.n_users + dst
+def _drop_follows_after_following(pair, ts, follow_ts, labels, probs, observable) -> None:
+    """Within one batch, a viewer who followed an author cannot follow them again on a later item."""
+    j = ACTIONS.index("follow")
+    done = labels[:, j]
+    if not done.any():
+        return
+    codes, first = _earliest_per_code(pair[done], follow_ts[done])
+    i = np.minimum(np.searchsorted(codes, pair), len(codes) - 1)
+    later = (codes[i] == pair) & (ts > first[i])
+    labels[later, j] = False
+    probs[later, j] = np.nan
+    observable[later, j] = False
+
+
+def _earliest_per_code(codes: np.ndarray, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unique sorted codes and the earliest time of each."""
     order = np.lexsort((ts, codes))
     codes, ts = codes[order], ts[order]
     first = np.r_[True, codes[1:] != codes[:-1]] if len(codes) else np.zeros(0, bool)
-    codes, ts = codes[first], ts[first]
+    return codes[first], ts[first]
+
+
+def _new_follows(world, state, src, dst, ts):
+    """Record follows made this hour (first one per pair wins); returns them as ``follows`` rows."""
+    codes, ts = _earliest_per_code(src * world.n_users + dst, ts)
     fresh = ~state.following(codes) & (codes // world.n_users != codes % world.n_users)
     codes, ts = codes[fresh], ts[fresh]
     if len(codes):
