@@ -26,6 +26,21 @@ def _locked_error(path: str | os.PathLike) -> StoreLockedError:
     )
 
 
+def _open_error(path: str | os.PathLike, err: Exception) -> FeedlabError:
+    """The feedlab error for a DuckDB error raised while opening (or attaching) ``path``."""
+    if _is_lock_error(err):
+        return _locked_error(path)
+    text = str(err).lower()
+    if "different configuration" in text or "file handle conflict" in text:
+        # DuckDB keeps one database per file per process: a notebook's open connection blocks
+        # opening the same file again with other settings (read_only, or an ATTACH).
+        return FeedlabError(
+            f"{path} is already open in this process (a connection made earlier, in this "
+            "notebook say); close it with con.close() and try again."
+        )
+    return FeedlabError(f"{path}: cannot open as a DuckDB database ({err})")
+
+
 def connect(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPyConnection:
     """Open the feedlab store at ``path``, creating the v1 schema when opened read-write.
 
@@ -50,12 +65,8 @@ def connect(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPy
         path.parent.mkdir(parents=True, exist_ok=True)
     try:
         con = duckdb.connect(str(path), read_only=read_only)
-    except duckdb.IOException as err:
-        if _is_lock_error(err):
-            raise _locked_error(path) from None
-        raise FeedlabError(f"{path}: cannot open as a DuckDB database ({err})") from None
     except duckdb.Error as err:
-        raise FeedlabError(f"{path}: cannot open as a DuckDB database ({err})") from None
+        raise _open_error(path, err) from None
     try:
         _ensure_schema(con, read_only=read_only, path=path)
     except BaseException:
