@@ -18,7 +18,7 @@ lab: install $(DB)
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(LAB_ARGS)
 
 test: install
-	$(VENV)/bin/python -m pytest tests
+	$(VENV)/bin/python -m pytest
 	@if ls notebooks/*.ipynb >/dev/null 2>&1; then \
 		$(VENV)/bin/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks; \
 	fi

@@ -296,7 +296,7 @@ def schema_rules(table: Table) -> list[RowRule]:
 
 
 def _before_post_created(table: str) -> RowRule:
-    match = f'p."post_id" = t."post_id"'
+    match = 'p."post_id" = t."post_id"'
     return RowRule(
         table,
         ("ts", "post_id"),

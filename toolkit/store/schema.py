@@ -196,6 +196,27 @@ TABLES: dict[str, Table] = {
 TABLE_ORDER: tuple[str, ...] = ("users", "follows", "posts", "impressions", "engagements")
 
 
+def polars_schema(table: str) -> dict:
+    """The polars dtypes of a canonical table's columns, in order.
+
+    Example
+    -------
+    >>> polars_schema("users")["created_at"]
+    Datetime(time_unit='us', time_zone=None)
+    """
+    import polars as pl
+
+    types = {
+        "BIGINT": pl.Int64,
+        "INTEGER": pl.Int32,
+        "DOUBLE": pl.Float64,
+        "BOOLEAN": pl.Boolean,
+        "VARCHAR": pl.String,
+        "TIMESTAMP": pl.Datetime("us"),
+    }
+    return {c.name: types[c.type] for c in TABLES[table].columns}
+
+
 def ddl(table: Table) -> str:
     """The ``CREATE TABLE IF NOT EXISTS`` statement of a canonical table."""
     cols = ",\n  ".join(

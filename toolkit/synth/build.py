@@ -18,6 +18,9 @@ from toolkit.synth.config import SynthConfig
 from toolkit.synth.simulate import Chunk, simulate
 
 
+WRITE_MEMORY_LIMIT = "1GB"
+
+
 def build_world(
     db: str | os.PathLike,
     config: SynthConfig | None = None,
@@ -44,6 +47,7 @@ def build_world(
     True
     """
     config = config or SynthConfig()
+    _check_target(Path(db), overwrite)
     bar = tqdm(total=config.n_hours, unit="h", desc="simulating", disable=not progress, mininterval=0.5)
     counter = {"impressions": 0}
 
@@ -67,8 +71,7 @@ def write_world(
 
 def _write(db, config: SynthConfig, chunks: Iterable[Chunk], *, overwrite: bool) -> dict:
     db = Path(db)
-    if db.exists() and not overwrite:
-        raise FeedlabError(f"{db} already exists; choose another path or pass overwrite=True (--overwrite)")
+    _check_target(db, overwrite)
     db.parent.mkdir(parents=True, exist_ok=True)
     tmp = db.with_name(f".{db.name}.partial-{os.getpid()}")
     _remove(tmp)
@@ -76,6 +79,9 @@ def _write(db, config: SynthConfig, chunks: Iterable[Chunk], *, overwrite: bool)
     rows: dict[str, int] = {}
     con = connect(tmp)
     try:
+        # Appending needs little memory; without a cap DuckDB keeps every written block cached
+        # (up to 80% of RAM), which would make a 50M-impression build look like it holds the world.
+        con.execute("set memory_limit = ?", [WRITE_MEMORY_LIMIT])
         con.execute("create table sim_config (key varchar, value varchar)")
         con.execute("insert into sim_config values ('config', ?), ('toolkit_version', ?)", [config.to_json(), __version__])
         for chunk in chunks:
@@ -110,6 +116,13 @@ def _write(db, config: SynthConfig, chunks: Iterable[Chunk], *, overwrite: bool)
         "seconds": round(seconds, 2),
         "impressions_per_second": round(rows.get("impressions", 0) / max(seconds, 1e-9)),
     }
+
+
+def _check_target(db: Path, overwrite: bool) -> None:
+    if db.exists() and not overwrite:
+        raise FeedlabError(f"{db} already exists; choose another path, or replace it with --overwrite (overwrite=True)")
+    if db.is_dir():
+        raise FeedlabError(f"{db} is a directory; give the path of a database file")
 
 
 def _remove(path: Path) -> None:

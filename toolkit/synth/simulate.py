@@ -20,11 +20,11 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
-from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, ENGAGEMENT_ACTIONS, FORMATS, SURFACES
+from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, ENGAGEMENT_ACTIONS, FORMATS, SURFACES, polars_schema
 from toolkit.synth.config import SynthConfig
 from toolkit.synth.inauthentic import FOLLOW, BoughtEngagement, schedule_bought_engagement
 from toolkit.synth.truth import ImpressionFeatures, action_probabilities
-from toolkit.synth.world import World, build_static_world, follows_frame, hour_of_day_weights, rng_for
+from toolkit.synth.world import World, build_static_world, follows_frame, hour_of_day_weights, rng_for, timestamps
 
 _US_PER_S = 1_000_000
 _US_PER_HOUR = 3600 * _US_PER_S
@@ -152,6 +152,7 @@ class _State:
         self.genuine = np.zeros((len(_POST_ACTIONS), n_posts), np.int64)
         self.shown = np.zeros(n_posts, np.int64)
         self.graph = Graph.from_world(world)
+        self.tie_noise = world.config.tie_noise
         self.edges = self.graph.frame()
         self.followers = np.bincount(world.f_dst, minlength=world.n_users)
         self.seen = CodeSet()  # viewer * n_posts + post
@@ -167,7 +168,7 @@ class _State:
         if self.new_follows:
             codes = np.concatenate([c for c, _ in self.new_follows])
             created = np.concatenate([t for _, t in self.new_follows])
-            self.graph.add(codes, created, rng.normal(0, 0.6, size=len(codes)))
+            self.graph.add(codes, created, rng.normal(0, self.tie_noise, size=len(codes)))
             self.new_follows = []
             self.followed_today = CodeSet()
             self.edges = self.graph.frame()
@@ -440,7 +441,7 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
         "user_id": viewer.astype(np.int64),
         "post_id": post.astype(np.int64),
         "surface": pl.Series([surface] * n, dtype=pl.String),
-        "ts": _ts(world, ts),
+        "ts": timestamps(world.config.start, ts),
         "position": pos.astype(np.int32),
         "device": pl.Series(np.array(DEVICES)[device]),
     }
@@ -523,7 +524,7 @@ def _engagement_frame(world, user, post, target, action, ts, via_app) -> pl.Data
             "post_id": _with_nulls(pl.Series(post.astype(np.int64)), post < 0),
             "target_user_id": _with_nulls(pl.Series(target.astype(np.int64)), target < 0),
             "action": pl.Series(np.array(ENGAGEMENT_ACTIONS)[action.astype(np.int64)]),
-            "ts": _ts(world, ts),
+            "ts": timestamps(world.config.start, ts),
             "via_third_party_app": via_app.astype(bool),
         }
     )
@@ -533,18 +534,10 @@ def _with_nulls(series: pl.Series, null: np.ndarray) -> pl.Series:
     return series.scatter(np.flatnonzero(null), None) if null.any() else series
 
 
-def _ts(world: World, us: np.ndarray) -> pl.Series:
-    base = np.datetime64(world.config.start, "us")
-    return pl.Series((base + us.astype("timedelta64[us]")).astype("datetime64[us]"))
-
-
 def _us(world: World, s: pl.Series) -> np.ndarray:
     base = np.datetime64(world.config.start, "us")
     return (s.to_numpy().astype("datetime64[us]") - base).astype(np.int64)
 
 
 def _empty_impressions() -> pl.DataFrame:
-    from toolkit.store.schema import TABLES
-
-    dtypes = {"BIGINT": pl.Int64, "INTEGER": pl.Int32, "VARCHAR": pl.String, "TIMESTAMP": pl.Datetime("us"), "BOOLEAN": pl.Boolean, "DOUBLE": pl.Float64}
-    return pl.DataFrame(schema={c.name: dtypes[c.type] for c in TABLES["impressions"].columns})
+    return pl.DataFrame(schema=polars_schema("impressions"))

@@ -78,7 +78,7 @@ class World:
         return pl.DataFrame(
             {
                 "user_id": np.arange(self.n_users, dtype=np.int64),
-                "created_at": _timestamps(start, self.created_us),
+                "created_at": timestamps(start, self.created_us),
                 "is_inauthentic": self.role != 0,
             }
         )
@@ -106,7 +106,7 @@ class World:
         cols = {
             "post_id": np.arange(self.n_posts, dtype=np.int64),
             "author_id": self.p_author.astype(np.int64),
-            "created_at": _timestamps(self.config.start, self.p_created_us),
+            "created_at": timestamps(self.config.start, self.p_created_us),
             "format": pl.Series(fmt.astype(str)),
             "duration_s": pl.Series(self.p_duration, dtype=pl.Float64, nan_to_null=True),
             "topic": self.p_topic.astype(np.int32),
@@ -131,7 +131,8 @@ class World:
         )
 
 
-def _timestamps(start, us: np.ndarray) -> pl.Series:
+def timestamps(start, us: np.ndarray) -> pl.Series:
+    """Microseconds since ``start`` as a polars datetime series."""
     base = np.datetime64(start, "us")
     return pl.Series((base + us.astype("timedelta64[us]")).astype("datetime64[us]"))
 
@@ -141,7 +142,7 @@ def follows_frame(config, src, dst, created_us, close, muted) -> pl.DataFrame:
         {
             "follower_id": src.astype(np.int64),
             "followee_id": dst.astype(np.int64),
-            "created_at": _timestamps(config.start, created_us),
+            "created_at": timestamps(config.start, created_us),
             "close_friend": close.astype(bool),
             "muted": muted.astype(bool),
         }
@@ -244,7 +245,7 @@ def build_static_world(config: SynthConfig) -> World:
     # closeness: mutual follows and shared interests make closer ties
     mutual = np.isin(dst * n + src, codes)
     shared = (interest[src] * interest[dst]).sum(axis=1) * n_topics
-    tie = rng.normal(0, 0.6, size=m) + 0.8 * mutual + 0.3 * np.log1p(shared) - 0.3 * np.log(attractiveness[dst])
+    tie = rng.normal(0, config.tie_noise, size=m) + 0.8 * mutual + 0.3 * np.log1p(shared) - 0.3 * np.log(attractiveness[dst])
     # close friends: each user's top ties, about close_friend_share of their follows
     close = np.zeros(m, dtype=bool)
     tie_rank = _rank_within(src, -tie)
@@ -314,7 +315,7 @@ def build_static_world(config: SynthConfig) -> World:
         elif flag == "muted_audio":
             rate = np.where(video_like, rate, 0.0)
         flags[:, i] = rng.random(n_posts) < rate
-    p_quality = author_quality[p_author] + rng.normal(0, 0.7, size=n_posts)
+    p_quality = author_quality[p_author] + rng.normal(0, config.post_quality_noise, size=n_posts)
     # quality flags are signs of low effort
     qi = [CONTENT_FLAGS.index(f) for f in ("low_resolution", "watermarked", "has_borders", "mostly_text")]
     p_quality -= 0.3 * flags[:, qi].sum(axis=1)
