@@ -1,0 +1,457 @@
+"""Point-in-time features of requests (viewer, post, time, device): the signals of the seeds.
+
+A *request* asks "what do we know about showing post p to viewer u at time t?". Training asks it
+for every logged impression (:func:`training_frame`); scoring asks it for a viewer and a list of
+candidates (:func:`scoring_frame`). Both go through :func:`compute_features`, so a feature has one
+definition and there is no train/serve skew.
+
+How point-in-time works: each event source (engagements, impressions, follows, posts) is
+aggregated in DuckDB per key and timestamp, turned into running totals per key in polars, and
+joined to the requests with a backward as-of join that does not allow exact matches. The total
+found for a request at t is therefore the sum over events strictly before t, and a window
+``[t - w, t)`` is the difference of two such totals. An impression's labels count as events at
+the impression's own timestamp. Adding any event at or after t cannot change a feature at t
+(a hypothesis test checks it).
+
+Example
+-------
+>>> import tempfile, os
+>>> from toolkit.synth import SynthConfig, build_world
+>>> from toolkit.store import connect
+>>> path = os.path.join(tempfile.mkdtemp(), "w.duckdb")
+>>> _ = build_world(path, SynthConfig(n_users=200, days=1, seed=2), progress=False)
+>>> con = connect(path, read_only=True)
+>>> frame = training_frame(con, "feed")
+>>> frame.select("post_likes_24h", "va_follows").dtypes
+[Float64, Boolean]
+>>> con.close()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+
+import duckdb
+import polars as pl
+import polars.selectors as cs
+
+from toolkit.errors import FeedlabError
+from toolkit.signals.registry import (
+    POPULARITY_ACTIONS,
+    POPULARITY_WINDOWS,
+    RATE_SMOOTHING,
+    feature_names,
+)
+from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, SURFACES
+
+_REQ = "_feedlab_requests"
+_DAY_S = 86_400
+_LABEL_SUMS = ", ".join(f'sum("{a}"::int)::bigint as pos_{a}, count("{a}") as obs_{a}' for a in ACTIONS)
+
+
+def training_frame(
+    con: duckdb.DuckDBPyConnection,
+    surface: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> pl.DataFrame:
+    """Features and labels of every impression of a surface (with ``start <= ts < end``).
+
+    Columns: impression_id, user_id, post_id, ts, every feature of
+    :func:`~toolkit.signals.registry.feature_names`, the twelve labels (null where not
+    observable) and the ``p_<action>`` columns (null on real data).
+
+    Example
+    -------
+    >>> frame = training_frame(con, "reels")  # doctest: +SKIP
+    >>> frame.height  # doctest: +SKIP
+    218173
+    """
+    if surface not in SURFACES:
+        raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
+    where, params = ["surface = ?"], [surface]
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+    labels = ", ".join(f'"{a}"' for a in ACTIONS) + ", " + ", ".join(f"p_{a}" for a in ACTIONS)
+    impressions = con.sql(
+        f"select impression_id, user_id, post_id, ts, device, {labels} from impressions "
+        f"where {' and '.join(where)} order by ts, impression_id",
+        params=params,
+    ).pl()
+    features = compute_features(con, impressions.select("impression_id", "user_id", "post_id", "ts", "device"))
+    return features.drop("device").hstack(impressions.select(*ACTIONS, *(f"p_{a}" for a in ACTIONS)))
+
+
+def scoring_frame(
+    con: duckdb.DuckDBPyConnection,
+    user_id: int,
+    post_ids: Sequence[int],
+    at: datetime,
+    *,
+    device: str | None = None,
+) -> pl.DataFrame:
+    """Features of showing each of ``post_ids`` to ``user_id`` at time ``at``.
+
+    Uses the same definitions as :func:`training_frame`: for an impression that was logged,
+    both give the same values.
+
+    Example
+    -------
+    >>> scoring_frame(con, 17, [101, 205], datetime(2026, 1, 12, 20)).height  # doctest: +SKIP
+    2
+    """
+    if device is not None and device not in DEVICES:
+        raise FeedlabError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)} or None")
+    requests = pl.DataFrame(
+        {
+            "user_id": pl.Series([user_id] * len(post_ids), dtype=pl.Int64),
+            "post_id": pl.Series(list(post_ids), dtype=pl.Int64),
+            "ts": pl.Series([at] * len(post_ids), dtype=pl.Datetime("us")),
+            "device": pl.Series([device] * len(post_ids), dtype=pl.String),
+        }
+    )
+    return compute_features(con, requests).drop("device")
+
+
+def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> pl.DataFrame:
+    """Every registered feature for each request (user_id, post_id, ts, device), in input order.
+
+    Extra columns of ``requests`` (an impression_id, say) are kept in front. A request for a
+    post that does not exist, or that did not exist yet at its time, is a
+    :class:`~toolkit.errors.FeedlabError`.
+    """
+    missing = {"user_id", "post_id", "ts", "device"} - set(requests.columns)
+    if missing:
+        raise FeedlabError(f"requests need columns user_id, post_id, ts, device; missing {sorted(missing)}")
+    names = feature_names()
+    if requests.height == 0:
+        return requests.with_columns(pl.lit(None, dtype=pl.Float64).alias(n) for n in names)
+    req = requests.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), pl.col("ts").cast(pl.Datetime("us")))
+    con.register(_REQ, req.select("_row", "user_id", "post_id", "ts"))
+    try:
+        posts = _posts_of_requests(con, req)
+        max_ts = req["ts"].max()
+        base = (
+            req.select("_row", "user_id", "post_id", "ts", "device")
+            .join(posts, on="post_id", how="left", maintain_order="left")
+            .sort("ts", "_row")
+        )
+        # One narrow branch per family, each keeping only its own columns, collected together:
+        # polars runs them in parallel, and no frame ever holds every intermediate column.
+        branches = [
+            family(con, base.lazy(), max_ts).select("_row", *_BRANCH_OUTPUTS[family.__name__])
+            for family in (_post_features, _author_features, _viewer_features, _viewer_author_features)
+        ]
+        frames = pl.collect_all(branches)
+    finally:
+        con.unregister(_REQ)
+    out = pl.concat([frames[0], *(f.drop("_row") for f in frames[1:])], how="horizontal")
+    out = out.with_columns(
+        (pl.col("_topic_shown") / (pl.col("viewer_impressions_total") + 1)).alias("va_topic_share")
+    ).sort("_row")
+    # counts come out of DuckDB as integers; one float dtype keeps model matrices simple
+    return pl.concat([requests, out.select(names)], how="horizontal").with_columns(
+        (cs.by_name(names) & cs.integer()).cast(pl.Float64)
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def _posts_of_requests(con, req: pl.DataFrame) -> pl.DataFrame:
+    posts = con.sql(
+        f"""
+        select p.post_id, p.author_id, p.created_at as post_created_at, p.format, p.duration_s,
+               p.topic, p.audio_id, p.has_location, p.is_reshare, a.created_at as author_created_at
+        from posts p left join users a on a.user_id = p.author_id
+        where p.post_id in (select post_id from {_REQ})
+        """
+    ).pl()
+    unknown = req.join(posts.select("post_id"), on="post_id", how="anti")
+    if unknown.height:
+        ids = unknown["post_id"].unique().sort().head(5).to_list()
+        raise FeedlabError(f"{unknown['post_id'].n_unique()} requested post(s) are not in the store, e.g. {ids}")
+    early = req.join(posts.select("post_id", "post_created_at"), on="post_id").filter(pl.col("ts") < pl.col("post_created_at"))
+    if early.height:
+        row = early.row(0, named=True)
+        raise FeedlabError(
+            f"{early.height} request(s) for a post before it was created, e.g. post {row['post_id']} "
+            f"created {row['post_created_at']} requested at {row['ts']}"
+        )
+    return posts
+
+
+def _events(con, sql: str, params: Iterable, *, by: Sequence[str], values: Sequence[str]) -> pl.LazyFrame:
+    """Events aggregated per key and timestamp (column ``ts``), as running totals per key."""
+    df = con.sql(sql, params=list(params)).pl()
+    return (
+        df.lazy()
+        .sort("ts")
+        .with_columns(pl.col(v).cum_sum().over(by).alias(v) for v in values)
+        .with_columns(pl.col("ts").alias("_event_ts"))
+    )
+
+
+def _totals_before(
+    lf: pl.LazyFrame,
+    events: pl.LazyFrame,
+    *,
+    left_by: Sequence[str],
+    right_by: Sequence[str],
+    values: Sequence[str],
+    shift_s: int = 0,
+    suffix: str,
+    keep_last_ts: bool = False,
+) -> pl.LazyFrame:
+    """Join, to each request at t, the running totals of events strictly before ``t - shift_s``."""
+    key = f"_at{suffix}"
+    right = events.select(*right_by, pl.col("ts").alias(key), *(pl.col(v).alias(f"{v}{suffix}") for v in values), *(["_event_ts"] if keep_last_ts else []))
+    left = lf.with_columns((pl.col("ts") - pl.duration(seconds=shift_s)).alias(key))
+    joined = left.join_asof(
+        right,
+        on=key,
+        by_left=list(left_by),
+        by_right=list(right_by),
+        strategy="backward",
+        allow_exact_matches=False,  # strictly before: an event at t is not known at t
+        check_sortedness=False,  # both sides are sorted by time; the by-groups make the check noisy
+    )
+    return joined.drop(key).with_columns(pl.col(f"{v}{suffix}").fill_null(0) for v in values)
+
+
+def _window_counts(lf, events, *, left_by, right_by, values, windows, prefix):
+    """Counts of events in ``[t - w, t)`` for each window, plus totals before t (``_total``)."""
+    lf = _totals_before(lf, events, left_by=left_by, right_by=right_by, values=values, suffix="_total")
+    for name, seconds in windows:
+        lf = _totals_before(lf, events, left_by=left_by, right_by=right_by, values=values, shift_s=seconds, suffix=f"_before_{name}")
+        lf = lf.with_columns(
+            (pl.col(f"{v}_total") - pl.col(f"{v}_before_{name}")).alias(f"{prefix}{v}_{name}") for v in values
+        ).drop(f"{v}_before_{name}" for v in values)
+    return lf
+
+
+def _rate(pos: str, obs: str) -> pl.Expr:
+    return pl.col(pos) / (pl.col(obs) + RATE_SMOOTHING)
+
+
+def _hours(a: str, b: str) -> pl.Expr:
+    return (pl.col(a) - pl.col(b)).dt.total_microseconds() / 3.6e9
+
+
+# --------------------------------------------------------------------------------------------
+# the four families
+
+
+def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+    lf = lf.with_columns(
+        _hours("ts", "post_created_at").alias("post_age_h"),
+        *(
+            (pl.col("format") == fmt).alias(f"post_format_{fmt}")
+            for fmt in FORMATS
+        ),
+        pl.col("duration_s").alias("post_duration_s"),
+        pl.col("has_location").alias("post_has_location"),
+        pl.col("is_reshare").alias("post_is_reshare"),
+        pl.col("topic").alias("post_topic"),
+        pl.col("audio_id").is_not_null().alias("post_has_audio"),
+    )
+    # popularity as a ranker sees it: every public engagement, bought ones included
+    sums = ", ".join(f"sum((action = '{a}')::int)::bigint as {a}s" for a in POPULARITY_ACTIONS)
+    eng = _events(
+        con,
+        f"select post_id, ts, {sums} from engagements "
+        f"where post_id in (select post_id from {_REQ}) and action != 'follow' and ts < ? group by all",
+        [max_ts],
+        by=["post_id"],
+        values=[f"{a}s" for a in POPULARITY_ACTIONS],
+    )
+    values = [f"{a}s" for a in POPULARITY_ACTIONS]
+    lf = _window_counts(lf, eng, left_by=["post_id"], right_by=["post_id"], values=values, windows=POPULARITY_WINDOWS, prefix="post_")
+    lf = lf.rename({f"{v}_total": f"post_{v}_total" for v in values})
+    imp = _events(
+        con,
+        f"select post_id, ts, count(*) as shown, {_LABEL_SUMS} from impressions "
+        f"where post_id in (select post_id from {_REQ}) and ts < ? group by all",
+        [max_ts],
+        by=["post_id"],
+        values=["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)],
+    )
+    lf = _totals_before(
+        lf, imp, left_by=["post_id"], right_by=["post_id"],
+        values=["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)], suffix="_p",
+    )  # fmt: skip
+    return lf.with_columns(
+        (pl.col("post_likes_total") / pl.max_horizontal(pl.col("post_age_h"), pl.lit(1.0))).alias("post_likes_per_hour"),
+        pl.col("shown_p").cast(pl.Float64).alias("post_impressions"),
+        (pl.col("post_likes_total") / (pl.col("shown_p") + 1)).alias("post_likes_per_impression"),
+        *(_rate(f"pos_{a}_p", f"obs_{a}_p").alias(f"post_rate_{a}") for a in ACTIONS),
+    )
+
+
+def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+    authors = f"(select p.author_id from posts p where p.post_id in (select post_id from {_REQ}))"
+    followers = _events(
+        con,
+        f"select followee_id as author_id, created_at as ts, count(*) as followers from follows "
+        f"where followee_id in {authors} and created_at < ? group by all",
+        [max_ts],
+        by=["author_id"],
+        values=["followers"],
+    )
+    lf = _totals_before(lf, followers, left_by=["author_id"], right_by=["author_id"], values=["followers"], suffix="_a")
+    received = _events(
+        con,
+        f"select p.author_id, e.ts, count(*) as received from engagements e join posts p using (post_id) "
+        f"where p.author_id in {authors} and e.action != 'follow' and e.ts < ? group by all",
+        [max_ts],
+        by=["author_id"],
+        values=["received"],
+    )
+    lf = _window_counts(lf, received, left_by=["author_id"], right_by=["author_id"], values=["received"], windows=[("28d", 28 * _DAY_S)], prefix="author_")
+    posted = _events(
+        con,
+        f"select author_id, created_at as ts, count(*) as posted, sum(misinformation::int)::bigint as misinfo from posts "
+        f"where author_id in {authors} and created_at < ? group by all",
+        [max_ts],
+        by=["author_id"],
+        values=["posted", "misinfo"],
+    )
+    lf = _window_counts(lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
+    return lf.with_columns(
+        pl.col("followers_a").cast(pl.Float64).alias("author_followers"),
+        pl.col("author_received_28d").cast(pl.Float64).alias("author_interactions_28d"),
+        pl.col("author_posted_7d").cast(pl.Float64).alias("author_posts_7d"),
+        pl.col("misinfo_total").cast(pl.Float64).alias("author_misinfo_posts"),
+        (_hours("ts", "author_created_at") / 24).alias("author_account_age_d"),
+    )
+
+
+def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+    values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
+    imp = _events(
+        con,
+        f"select user_id, ts, count(*) as shown, {_LABEL_SUMS} from impressions "
+        f"where user_id in (select user_id from {_REQ}) and ts < ? group by all",
+        [max_ts],
+        by=["user_id"],
+        values=values,
+    )
+    lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
+    for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
+        lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
+        lf = lf.with_columns((pl.col("shown_v") - pl.col(f"shown_v{name}")).cast(pl.Float64).alias(f"viewer_impressions_{name}"))
+    viewers = con.sql(f"select user_id, created_at as viewer_created_at from users where user_id in (select user_id from {_REQ})").pl()
+    lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
+    return lf.with_columns(
+        pl.col("shown_v").cast(pl.Float64).alias("viewer_impressions_total"),
+        *(_rate(f"pos_{a}_v", f"obs_{a}_v").alias(f"viewer_rate_{a}") for a in ACTIONS),
+        *((pl.col("device") == d).fill_null(False).alias(f"viewer_device_{d}") for d in DEVICES),
+        (_hours("ts", "viewer_created_at") / 24).alias("viewer_account_age_d"),
+    )
+
+
+def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+    pairs = f"(select r.user_id, p.author_id from {_REQ} r join posts p using (post_id))"
+    follows = con.sql(
+        f"""
+        select f.follower_id, f.followee_id, f.created_at as follow_created_at, f.close_friend, f.muted
+        from follows f
+        where (f.follower_id, f.followee_id) in (select user_id, author_id from {pairs})
+           or (f.followee_id, f.follower_id) in (select user_id, author_id from {pairs})
+        """
+    ).pl()
+    forward = follows.rename({"follower_id": "user_id", "followee_id": "author_id"})
+    backward = follows.select(
+        pl.col("followee_id").alias("user_id"), pl.col("follower_id").alias("author_id"),
+        pl.col("follow_created_at").alias("back_created_at"),
+    )  # fmt: skip
+    lf = lf.join(forward.lazy(), on=["user_id", "author_id"], how="left", maintain_order="left")
+    lf = lf.join(backward.lazy(), on=["user_id", "author_id"], how="left", maintain_order="left")
+    follows_now = (pl.col("follow_created_at") < pl.col("ts")).fill_null(False)
+    lf = lf.with_columns(
+        follows_now.alias("va_follows"),
+        (pl.col("back_created_at") < pl.col("ts")).fill_null(False).alias("va_followed_back"),
+        (follows_now & pl.col("close_friend")).fill_null(False).alias("va_close_friend"),
+        (follows_now & pl.col("muted")).fill_null(False).alias("va_muted"),
+    )
+    shown = _events(
+        con,
+        f"select i.user_id, p.author_id, i.ts, count(*) as shown, sum(i.profile_tap::int)::bigint as taps "
+        f"from impressions i join posts p using (post_id) "
+        f"where (i.user_id, p.author_id) in {pairs} and i.ts < ? group by all",
+        [max_ts],
+        by=["user_id", "author_id"],
+        values=["shown", "taps"],
+    )
+    lf = _totals_before(lf, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
+    engaged = _events(
+        con,
+        f"select e.user_id, p.author_id, e.ts, sum((e.action = 'like')::int)::bigint as likes, "
+        f"sum((e.action = 'comment')::int)::bigint as comments, count(*) as interactions "
+        f"from engagements e join posts p using (post_id) "
+        f"where e.action in ('like', 'comment', 'share', 'save') and (e.user_id, p.author_id) in {pairs} "
+        f"and e.ts < ? group by all",
+        [max_ts],
+        by=["user_id", "author_id"],
+        values=["likes", "comments", "interactions"],
+    )
+    lf = _totals_before(
+        lf, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
+        values=["likes", "comments", "interactions"], suffix="_va", keep_last_ts=True,
+    )  # fmt: skip
+    mutual = _events(
+        con,
+        f"select e.user_id as commenter, p.author_id as post_author, e.ts, count(*) as mutual "
+        f"from engagements e join posts p using (post_id) "
+        f"where e.action = 'comment' and (p.author_id, e.user_id) in {pairs} and e.ts < ? group by all",
+        [max_ts],
+        by=["commenter", "post_author"],
+        values=["mutual"],
+    )
+    lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
+    topics = _events(
+        con,
+        f"select i.user_id, p.topic, i.ts, count(*) as topic_shown, sum(i.\"like\"::int)::bigint as topic_likes, "
+        f"count(i.\"like\") as topic_like_obs from impressions i join posts p using (post_id) "
+        f"where i.user_id in (select user_id from {_REQ}) and i.ts < ? group by all",
+        [max_ts],
+        by=["user_id", "topic"],
+        values=["topic_shown", "topic_likes", "topic_like_obs"],
+    )
+    lf = _totals_before(
+        lf, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
+        values=["topic_shown", "topic_likes", "topic_like_obs"], suffix="_t",
+    )  # fmt: skip
+    return lf.with_columns(
+        pl.col("shown_va").cast(pl.Float64).alias("va_impressions"),
+        pl.col("likes_va").cast(pl.Float64).alias("va_likes"),
+        pl.col("comments_va").cast(pl.Float64).alias("va_comments"),
+        pl.col("taps_va").cast(pl.Float64).alias("va_profile_taps"),
+        pl.col("mutual_va").cast(pl.Float64).alias("va_mutual_comments"),
+        (_hours("ts", "_event_ts") / 24).alias("va_days_since_interaction"),
+        _rate("topic_likes_t", "topic_like_obs_t").alias("va_topic_like_rate"),
+        pl.col("topic_shown_t").alias("_topic_shown"),  # va_topic_share needs the viewer's total
+    )
+
+
+def _family_outputs() -> dict[str, list[str]]:
+    from toolkit.signals.registry import FEATURES
+
+    out = {
+        f"_{family}_features": [f.name for f in FEATURES.values() if f.family == family]
+        for family in ("post", "author", "viewer")
+    }
+    out["_viewer_author_features"] = [
+        f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name != "va_topic_share"
+    ] + ["_topic_shown"]
+    return out
+
+
+_BRANCH_OUTPUTS = _family_outputs()

@@ -1,0 +1,108 @@
+"""Every signal feedlab computes, with the family the seeds put it in.
+
+The seeds group ranking signals into four families: information about the post, about the person
+who posted (author), the viewer's own activity, and the viewer's history with the author
+(viewer_author). Each feature is registered here once with its family and a one-line meaning,
+so charts and explanations can group by family and the docs cannot drift from the code.
+
+Example
+-------
+>>> from toolkit.signals.registry import FEATURES, family_of
+>>> family_of("post_likes_1h"), family_of("va_close_friend")
+('post', 'viewer_author')
+>>> sorted({f.family for f in FEATURES.values()})
+['author', 'post', 'viewer', 'viewer_author']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
+
+FAMILIES: tuple[str, ...] = ("post", "author", "viewer", "viewer_author")
+#: Windows of popularity counts (name, seconds).
+POPULARITY_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86_400), ("7d", 7 * 86_400))
+POPULARITY_ACTIONS: tuple[str, ...] = ("like", "comment", "share", "save")
+#: Pseudo-count that shrinks a rate towards 0 when it rests on few impressions.
+RATE_SMOOTHING = 5.0
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One signal: its column name, signal family and meaning."""
+
+    name: str
+    family: str
+    doc: str
+
+
+def _features() -> dict[str, Feature]:
+    out: list[Feature] = []
+
+    def add(name: str, family: str, doc: str) -> None:
+        out.append(Feature(name, family, doc))
+
+    # --- post ----------------------------------------------------------------------------------
+    add("post_age_h", "post", "hours since the post was created")
+    for fmt in FORMATS:
+        add(f"post_format_{fmt}", "post", f"the post is a {fmt}")
+    add("post_duration_s", "post", "length of a video, reel or story in seconds (null for photos)")
+    add("post_has_location", "post", "a location is attached")
+    add("post_is_reshare", "post", "a story resharing a feed post")
+    add("post_topic", "post", "topic id of the post")
+    add("post_has_audio", "post", "the post carries an audio track")
+    for action in POPULARITY_ACTIONS:
+        for window, _ in POPULARITY_WINDOWS:
+            add(f"post_{action}s_{window}", "post", f"{action}s in engagements over the last {window}")
+        add(f"post_{action}s_total", "post", f"{action}s in engagements since posting")
+    add("post_likes_per_hour", "post", "like velocity: likes since posting per hour of age")
+    add("post_impressions", "post", "times the post was shown (logged impressions) before")
+    add("post_likes_per_impression", "post", "engagement likes per logged impression")
+    for action in ACTIONS:
+        add(f"post_rate_{action}", "post", f"share of earlier impressions of the post with {action} (smoothed)")
+
+    # --- author --------------------------------------------------------------------------------
+    add("author_followers", "author", "accounts following the author")
+    add("author_interactions_28d", "author", "likes, comments, shares and saves received over the last 28 days")
+    add("author_posts_7d", "author", "posts created over the last 7 days (posting rate)")
+    add("author_misinfo_posts", "author", "earlier posts labelled misinformation")
+    add("author_account_age_d", "author", "days since the author's account was created")
+
+    # --- viewer --------------------------------------------------------------------------------
+    add("viewer_impressions_24h", "viewer", "impressions the viewer had over the last 24 h")
+    add("viewer_impressions_7d", "viewer", "impressions the viewer had over the last 7 days")
+    add("viewer_impressions_total", "viewer", "impressions the viewer had before")
+    for action in ACTIONS:
+        add(f"viewer_rate_{action}", "viewer", f"share of the viewer's earlier impressions with {action} (smoothed)")
+    for device in DEVICES:
+        add(f"viewer_device_{device}", "viewer", f"the impression is on {device}")
+    add("viewer_account_age_d", "viewer", "days since the viewer's account was created")
+
+    # --- viewer x author -------------------------------------------------------------------------
+    add("va_follows", "viewer_author", "the viewer follows the author")
+    add("va_followed_back", "viewer_author", "the author follows the viewer")
+    add("va_close_friend", "viewer_author", "the author is on the viewer's Close Friends")
+    add("va_muted", "viewer_author", "the viewer muted the author")
+    add("va_impressions", "viewer_author", "times the viewer was shown the author's posts")
+    add("va_likes", "viewer_author", "the viewer's likes on the author's posts")
+    add("va_comments", "viewer_author", "the viewer's comments on the author's posts")
+    add("va_profile_taps", "viewer_author", "the viewer's taps on the author's profile")
+    add("va_mutual_comments", "viewer_author", "the author's comments on the viewer's posts")
+    add("va_days_since_interaction", "viewer_author", "days since the viewer last liked, commented, shared or saved the author's posts (null: never)")
+    add("va_topic_like_rate", "viewer_author", "the viewer's like rate on earlier impressions of the post's topic (smoothed)")
+    add("va_topic_share", "viewer_author", "share of the viewer's earlier impressions that were of the post's topic")
+    return {f.name: f for f in out}
+
+
+FEATURES: dict[str, Feature] = _features()
+
+
+def family_of(name: str) -> str:
+    """The signal family of a feature column."""
+    return FEATURES[name].family
+
+
+def feature_names(families: tuple[str, ...] = FAMILIES) -> list[str]:
+    """Feature columns in registry order, optionally of some families only."""
+    return [f.name for f in FEATURES.values() if f.family in families]
