@@ -12,7 +12,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import FeedlabError
-from toolkit.signals import FEATURES, compute_features, feature_names, scoring_frame, training_frame
+from toolkit.signals import (
+    FEATURES,
+    compute_features,
+    feature_names,
+    iter_training_frames,
+    scoring_frame,
+    training_frame,
+    write_training_frame,
+)
 from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, schema_ddl
 
 T0 = datetime(2026, 1, 1)
@@ -233,3 +241,13 @@ def test_training_frame_has_labels_and_truth(small_world):
     # popularity really reaches the features: popular posts were liked more by the truth
     corr = frame.select(pl.corr("post_likes_total", "p_like", method="spearman")).item()
     assert corr > 0.05
+
+
+def test_chunked_features_equal_one_pass(small_world, tmp_path):
+    whole = training_frame(small_world, "feed")
+    chunks = list(iter_training_frames(small_world, "feed", chunk=timedelta(hours=7)))
+    assert len(chunks) > 5
+    assert_frame_equal(pl.concat(chunks), whole, check_exact=False, rel_tol=1e-12, abs_tol=0)
+    rows = write_training_frame(small_world, "feed", tmp_path / "feed.parquet", chunk=timedelta(hours=13), progress=False)
+    assert rows == whole.height
+    assert_frame_equal(pl.read_parquet(tmp_path / "feed.parquet"), whole, check_exact=False, rel_tol=1e-12, abs_tol=0)

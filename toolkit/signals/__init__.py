@@ -5,7 +5,13 @@ Both paths run the same definitions in :mod:`toolkit.signals.features` over a fr
 request at time t reads only events strictly before t.
 """
 
-from toolkit.signals.features import compute_features, scoring_frame, training_frame
+from toolkit.signals.features import (
+    compute_features,
+    iter_training_frames,
+    scoring_frame,
+    training_frame,
+    write_training_frame,
+)
 from toolkit.signals.registry import FAMILIES, FEATURES, family_of, feature_names
 
 __all__ = [
@@ -14,6 +20,8 @@ __all__ = [
     "compute_features",
     "family_of",
     "feature_names",
+    "iter_training_frames",
     "scoring_frame",
     "training_frame",
+    "write_training_frame",
 ]

@@ -29,12 +29,15 @@ Example
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from datetime import datetime
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import polars as pl
 import polars.selectors as cs
+from tqdm.auto import tqdm
 
 from toolkit.errors import FeedlabError
 from toolkit.signals.registry import (
@@ -86,6 +89,90 @@ def training_frame(
     ).pl()
     features = compute_features(con, impressions.select("impression_id", "user_id", "post_id", "ts", "device"))
     return features.drop("device").hstack(impressions.select(*ACTIONS, *(f"p_{a}" for a in ACTIONS)))
+
+
+def iter_training_frames(
+    con: duckdb.DuckDBPyConnection,
+    surface: str,
+    *,
+    chunk: timedelta = timedelta(days=1),
+    start: datetime | None = None,
+    end: datetime | None = None,
+    progress: bool = False,
+) -> Iterator[pl.DataFrame]:
+    """:func:`training_frame` a time chunk at a time, for logs too large to featurize at once.
+
+    Each chunk reads only the history of the posts, authors and viewers it contains, so memory
+    follows the chunk, not the log. The concatenated chunks equal one :func:`training_frame`.
+
+    Example
+    -------
+    >>> sum(f.height for f in iter_training_frames(con, "feed", chunk=timedelta(hours=12)))  # doctest: +SKIP
+    513043
+    """
+    if chunk <= timedelta(0):
+        raise FeedlabError("chunk must be a positive duration")
+    where, params = ["surface = ?"], [surface]
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+    [(lo, hi)] = con.execute(f"select min(ts), max(ts) from impressions where {' and '.join(where)}", params).fetchall()
+    if lo is None:
+        return
+    edges = []
+    edge = lo
+    while edge <= hi:
+        edges.append(edge)
+        edge += chunk
+    edges.append(hi + timedelta(microseconds=1))
+    for a, b in tqdm(list(zip(edges[:-1], edges[1:])), desc=f"features {surface}", unit="chunk", disable=not progress):
+        yield training_frame(con, surface, start=a, end=b)
+
+
+def write_training_frame(
+    con: duckdb.DuckDBPyConnection,
+    surface: str,
+    path: str | os.PathLike,
+    *,
+    chunk: timedelta = timedelta(days=1),
+    progress: bool = True,
+) -> int:
+    """Write a surface's training rows to one Parquet file chunk by chunk; returns the row count.
+
+    Memory stays at one chunk's worth (see :func:`iter_training_frames`); the file is written
+    beside its target and renamed when complete.
+
+    Example
+    -------
+    >>> write_training_frame(con, "reels", "reels_features.parquet")  # doctest: +SKIP
+    218173
+    """
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.partial")
+    writer = None
+    rows = 0
+    try:
+        for frame in iter_training_frames(con, surface, chunk=chunk, progress=progress):
+            table = frame.to_arrow()
+            if writer is None:
+                writer = pq.ParquetWriter(partial, table.schema)
+            writer.write_table(table)
+            rows += frame.height
+        if writer is None:
+            raise FeedlabError(f"no {surface} impressions in the store")
+        writer.close()
+        writer = None
+        os.replace(partial, path)
+    finally:
+        if writer is not None:
+            writer.close()
+        partial.unlink(missing_ok=True)
+    return rows
 
 
 def scoring_frame(
