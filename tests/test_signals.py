@@ -129,6 +129,13 @@ EXPECTED = {
     "va_days_since_interaction": 1 / 24,  # the like at 02:00
     "va_topic_like_rate": 0.0,  # one earlier impression of topic 3, not liked
     "va_topic_share": 1 / 3,  # 1 of 2 earlier impressions, +1 smoothing
+    "va_topic_dwell_rate": 1 / 6,  # the one earlier topic-3 impression was dwelled on
+    # author rates: impressions of author 2's posts before t: 00:10 (dwell), 00:20 (like), 02:00 (like, tap)
+    "author_impressions": 3.0,
+    "author_rate_like": 2 / 8,
+    "author_rate_profile_tap": 1 / 8,
+    # context
+    "position": 0.0,
 }
 
 
@@ -144,7 +151,7 @@ def test_every_family_matches_hand_computed_values():
 def test_every_registered_feature_is_computed_with_its_family():
     frame = compute_features(_store(), _request())
     assert frame.columns == ["user_id", "post_id", "ts", "device", *feature_names()]
-    assert {f.family for f in FEATURES.values()} == {"post", "author", "viewer", "viewer_author"}
+    assert {f.family for f in FEATURES.values()} == {"post", "author", "viewer", "viewer_author", "context"}
     assert all(dtype in (pl.Float64, pl.Boolean) for dtype in frame.select(feature_names()).dtypes)
 
 
@@ -224,8 +231,10 @@ def test_scoring_path_equals_training_path(small_world):
     sample = train.sample(n=25, seed=3)
     names = feature_names()
     for row in sample.iter_rows(named=True):
-        device = small_world.execute("select device from impressions where impression_id = ?", [row["impression_id"]]).fetchall()[0][0]
-        served = scoring_frame(small_world, row["user_id"], [row["post_id"]], row["ts"], device=device)
+        [(device, position)] = small_world.execute(
+            "select device, position from impressions where impression_id = ?", [row["impression_id"]]
+        ).fetchall()
+        served = scoring_frame(small_world, row["user_id"], [row["post_id"]], row["ts"], device=device, position=position)
         expected = pl.DataFrame([{n: row[n] for n in names}], schema={n: train.schema[n] for n in names})
         # equal up to the last bits of a float division (polars vectorises 1 row and 1M rows differently)
         assert_frame_equal(served.select(names), expected, check_exact=False, rel_tol=1e-12, abs_tol=0)
@@ -251,3 +260,13 @@ def test_chunked_features_equal_one_pass(small_world, tmp_path):
     rows = write_training_frame(small_world, "feed", tmp_path / "feed.parquet", chunk=timedelta(hours=13), progress=False)
     assert rows == whole.height
     assert_frame_equal(pl.read_parquet(tmp_path / "feed.parquet"), whole, check_exact=False, rel_tol=1e-12, abs_tol=0)
+
+
+def test_docs_list_every_feature():
+    from pathlib import Path
+
+    from toolkit.signals.registry import features_markdown
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "signals.md").read_text()
+    assert features_markdown() in text, "regenerate the tables of docs/signals.md with features_markdown()"
+    assert all(f"`{name}`" in text for name in FEATURES)

@@ -50,7 +50,10 @@ from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, SURFACES
 
 _REQ = "_feedlab_requests"
 _DAY_S = 86_400
-_LABEL_SUMS = ", ".join(f'sum("{a}"::int)::bigint as pos_{a}, count("{a}") as obs_{a}' for a in ACTIONS)
+def _label_sums(alias: str = "") -> str:
+    """SQL summing, per action, the positive and the observable (non-null) labels of impressions."""
+    col = f"{alias}." if alias else ""
+    return ", ".join(f'sum({col}"{a}"::int)::bigint as pos_{a}, count({col}"{a}") as obs_{a}' for a in ACTIONS)
 
 
 def training_frame(
@@ -83,11 +86,11 @@ def training_frame(
         params.append(end)
     labels = ", ".join(f'"{a}"' for a in ACTIONS) + ", " + ", ".join(f"p_{a}" for a in ACTIONS)
     impressions = con.sql(
-        f"select impression_id, user_id, post_id, ts, device, {labels} from impressions "
+        f"select impression_id, user_id, post_id, ts, device, position, {labels} from impressions "
         f"where {' and '.join(where)} order by ts, impression_id",
         params=params,
     ).pl()
-    features = compute_features(con, impressions.select("impression_id", "user_id", "post_id", "ts", "device"))
+    features = compute_features(con, impressions.select("impression_id", "user_id", "post_id", "ts", "device", "position"))
     return features.drop("device").hstack(impressions.select(*ACTIONS, *(f"p_{a}" for a in ACTIONS)))
 
 
@@ -182,11 +185,13 @@ def scoring_frame(
     at: datetime,
     *,
     device: str | None = None,
+    position: int = 0,
 ) -> pl.DataFrame:
-    """Features of showing each of ``post_ids`` to ``user_id`` at time ``at``.
+    """Features of showing each of ``post_ids`` to ``user_id`` at time ``at`` (in slot ``position``).
 
     Uses the same definitions as :func:`training_frame`: for an impression that was logged,
-    both give the same values.
+    both give the same values. The default position 0 asks "how likely if shown on top", which
+    takes the logging policy's position bias out of a comparison between candidates.
 
     Example
     -------
@@ -201,15 +206,16 @@ def scoring_frame(
             "post_id": pl.Series(list(post_ids), dtype=pl.Int64),
             "ts": pl.Series([at] * len(post_ids), dtype=pl.Datetime("us")),
             "device": pl.Series([device] * len(post_ids), dtype=pl.String),
+            "position": pl.Series([position] * len(post_ids), dtype=pl.Int32),
         }
     )
     return compute_features(con, requests).drop("device")
 
 
 def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> pl.DataFrame:
-    """Every registered feature for each request (user_id, post_id, ts, device), in input order.
+    """Every registered feature for each request (user_id, post_id, ts, device, position), in input order.
 
-    Extra columns of ``requests`` (an impression_id, say) are kept in front. A request for a
+    ``position`` may be left out (then 0: the top slot). Extra columns of ``requests`` (an impression_id, say) are kept in front. A request for a
     post that does not exist, or that did not exist yet at its time, is a
     :class:`~toolkit.errors.FeedlabError`.
     """
@@ -219,13 +225,15 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
     names = feature_names()
     if requests.height == 0:
         return requests.with_columns(pl.lit(None, dtype=pl.Float64).alias(n) for n in names)
+    if "position" not in requests.columns:
+        requests = requests.with_columns(pl.lit(0, dtype=pl.Int32).alias("position"))
     req = requests.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), pl.col("ts").cast(pl.Datetime("us")))
     con.register(_REQ, req.select("_row", "user_id", "post_id", "ts"))
     try:
         posts = _posts_of_requests(con, req)
         max_ts = req["ts"].max()
         base = (
-            req.select("_row", "user_id", "post_id", "ts", "device")
+            req.select("_row", "user_id", "post_id", "ts", "device", "position")
             .join(posts, on="post_id", how="left", maintain_order="left")
             .sort("ts", "_row")
         )
@@ -233,7 +241,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
         # polars runs them in parallel, and no frame ever holds every intermediate column.
         branches = [
             family(con, base.lazy(), max_ts).select("_row", *_BRANCH_OUTPUTS[family.__name__])
-            for family in (_post_features, _author_features, _viewer_features, _viewer_author_features)
+            for family in (_post_features, _author_features, _viewer_features, _viewer_author_features, _context_features)
         ]
         frames = pl.collect_all(branches)
     finally:
@@ -243,7 +251,8 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
         (pl.col("_topic_shown") / (pl.col("viewer_impressions_total") + 1)).alias("va_topic_share")
     ).sort("_row")
     # counts come out of DuckDB as integers; one float dtype keeps model matrices simple
-    return pl.concat([requests, out.select(names)], how="horizontal").with_columns(
+    # the request's position becomes the (float) context feature of the same name
+    return pl.concat([requests.drop("position"), out.select(names)], how="horizontal").with_columns(
         (cs.by_name(names) & cs.integer()).cast(pl.Float64)
     )
 
@@ -364,7 +373,7 @@ def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     lf = lf.rename({f"{v}_total": f"post_{v}_total" for v in values})
     imp = _events(
         con,
-        f"select post_id, ts, count(*) as shown, {_LABEL_SUMS} from impressions "
+        f"select post_id, ts, count(*) as shown, {_label_sums()} from impressions "
         f"where post_id in (select post_id from {_REQ}) and ts < ? group by all",
         [max_ts],
         by=["post_id"],
@@ -411,7 +420,19 @@ def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         values=["posted", "misinfo"],
     )
     lf = _window_counts(lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
+    rate_values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
+    shown = _events(
+        con,
+        f"select p.author_id, i.ts, count(*) as shown, {_label_sums('i')} "
+        f"from impressions i join posts p using (post_id) where p.author_id in {authors} and i.ts < ? group by all",
+        [max_ts],
+        by=["author_id"],
+        values=rate_values,
+    )
+    lf = _totals_before(lf, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
     return lf.with_columns(
+        pl.col("shown_ar").cast(pl.Float64).alias("author_impressions"),
+        *(_rate(f"pos_{a}_ar", f"obs_{a}_ar").alias(f"author_rate_{a}") for a in ACTIONS),
         pl.col("followers_a").cast(pl.Float64).alias("author_followers"),
         pl.col("author_received_28d").cast(pl.Float64).alias("author_interactions_28d"),
         pl.col("author_posted_7d").cast(pl.Float64).alias("author_posts_7d"),
@@ -424,7 +445,7 @@ def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
     imp = _events(
         con,
-        f"select user_id, ts, count(*) as shown, {_LABEL_SUMS} from impressions "
+        f"select user_id, ts, count(*) as shown, {_label_sums()} from impressions "
         f"where user_id in (select user_id from {_REQ}) and ts < ? group by all",
         [max_ts],
         by=["user_id"],
@@ -506,15 +527,16 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     topics = _events(
         con,
         f"select i.user_id, p.topic, i.ts, count(*) as topic_shown, sum(i.\"like\"::int)::bigint as topic_likes, "
-        f"count(i.\"like\") as topic_like_obs from impressions i join posts p using (post_id) "
+        f"count(i.\"like\") as topic_like_obs, sum(i.dwell::int)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs "
+        f"from impressions i join posts p using (post_id) "
         f"where i.user_id in (select user_id from {_REQ}) and i.ts < ? group by all",
         [max_ts],
         by=["user_id", "topic"],
-        values=["topic_shown", "topic_likes", "topic_like_obs"],
+        values=["topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs"],
     )
     lf = _totals_before(
         lf, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
-        values=["topic_shown", "topic_likes", "topic_like_obs"], suffix="_t",
+        values=["topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs"], suffix="_t",
     )  # fmt: skip
     return lf.with_columns(
         pl.col("shown_va").cast(pl.Float64).alias("va_impressions"),
@@ -524,8 +546,13 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         pl.col("mutual_va").cast(pl.Float64).alias("va_mutual_comments"),
         (_hours("ts", "_event_ts") / 24).alias("va_days_since_interaction"),
         _rate("topic_likes_t", "topic_like_obs_t").alias("va_topic_like_rate"),
+        _rate("topic_dwells_t", "topic_dwell_obs_t").alias("va_topic_dwell_rate"),
         pl.col("topic_shown_t").alias("_topic_shown"),  # va_topic_share needs the viewer's total
     )
+
+
+def _context_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+    return lf.with_columns(pl.col("position").cast(pl.Float64).alias("position"))
 
 
 def _family_outputs() -> dict[str, list[str]]:
@@ -533,7 +560,7 @@ def _family_outputs() -> dict[str, list[str]]:
 
     out = {
         f"_{family}_features": [f.name for f in FEATURES.values() if f.family == family]
-        for family in ("post", "author", "viewer")
+        for family in ("post", "author", "viewer", "context")
     }
     out["_viewer_author_features"] = [
         f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name != "va_topic_share"

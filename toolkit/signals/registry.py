@@ -2,7 +2,9 @@
 
 The seeds group ranking signals into four families: information about the post, about the person
 who posted (author), the viewer's own activity, and the viewer's history with the author
-(viewer_author). Each feature is registered here once with its family and a one-line meaning,
+(viewer_author). A fifth, context, holds where the item is shown: its position, which changes
+how likely anyone is to even look at it (at scoring time, the slot being filled; 0 by default,
+so predictions read "if shown on top"). Each feature is registered here once with its family and a one-line meaning,
 so charts and explanations can group by family and the docs cannot drift from the code.
 
 Example
@@ -11,7 +13,7 @@ Example
 >>> family_of("post_likes_1h"), family_of("va_close_friend")
 ('post', 'viewer_author')
 >>> sorted({f.family for f in FEATURES.values()})
-['author', 'post', 'viewer', 'viewer_author']
+['author', 'context', 'post', 'viewer', 'viewer_author']
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
 
-FAMILIES: tuple[str, ...] = ("post", "author", "viewer", "viewer_author")
+FAMILIES: tuple[str, ...] = ("post", "author", "viewer", "viewer_author", "context")
 #: Windows of popularity counts (name, seconds).
 POPULARITY_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86_400), ("7d", 7 * 86_400))
 POPULARITY_ACTIONS: tuple[str, ...] = ("like", "comment", "share", "save")
@@ -68,6 +70,9 @@ def _features() -> dict[str, Feature]:
     add("author_posts_7d", "author", "posts created over the last 7 days (posting rate)")
     add("author_misinfo_posts", "author", "earlier posts labelled misinformation")
     add("author_account_age_d", "author", "days since the author's account was created")
+    add("author_impressions", "author", "times the author's posts were shown (logged impressions) before")
+    for action in ACTIONS:
+        add(f"author_rate_{action}", "author", f"share of earlier impressions of the author's posts with {action} (smoothed)")
 
     # --- viewer --------------------------------------------------------------------------------
     add("viewer_impressions_24h", "viewer", "impressions the viewer had over the last 24 h")
@@ -91,7 +96,11 @@ def _features() -> dict[str, Feature]:
     add("va_mutual_comments", "viewer_author", "the author's comments on the viewer's posts")
     add("va_days_since_interaction", "viewer_author", "days since the viewer last liked, commented, shared or saved the author's posts (null: never)")
     add("va_topic_like_rate", "viewer_author", "the viewer's like rate on earlier impressions of the post's topic (smoothed)")
+    add("va_topic_dwell_rate", "viewer_author", "the viewer's dwell rate on earlier impressions of the post's topic (smoothed)")
     add("va_topic_share", "viewer_author", "share of the viewer's earlier impressions that were of the post's topic")
+
+    # --- context -------------------------------------------------------------------------------
+    add("position", "context", "0-based slot the item is shown in (0 when scoring a candidate for the top)")
     return {f.name: f for f in out}
 
 
@@ -106,3 +115,21 @@ def family_of(name: str) -> str:
 def feature_names(families: tuple[str, ...] = FAMILIES) -> list[str]:
     """Feature columns in registry order, optionally of some families only."""
     return [f.name for f in FEATURES.values() if f.family in families]
+
+
+_FAMILY_TITLES = {
+    "post": "Post (information about the post)",
+    "author": "Author (information about the person who posted)",
+    "viewer": "Viewer (your activity)",
+    "viewer_author": "Viewer x author (your history with the poster)",
+    "context": "Context (where the item is shown)",
+}
+
+
+def features_markdown() -> str:
+    """The feature tables of ``docs/signals.md``, one per family, rendered from the registry."""
+    lines = []
+    for family in FAMILIES:
+        lines += ["", f"### {_FAMILY_TITLES[family]}", "", "| feature | meaning |", "| --- | --- |"]
+        lines += [f"| `{f.name}` | {f.doc} |" for f in FEATURES.values() if f.family == family]
+    return "\n".join(lines).strip() + "\n"
