@@ -148,6 +148,23 @@ def test_every_family_matches_hand_computed_values():
             assert row[name] == pytest.approx(expected), (name, row[name], expected)
 
 
+def test_unobservable_labels_do_not_reset_rates():
+    """An earlier impression whose label is null (watch_complete on a photo) counts as not observable."""
+    con = _store()
+    cols = ", ".join(f'"{a}"' for a in ACTIONS)
+    for iid, post, ts, watched in [(20, 11, h(1.5), True), (21, 10, h(2.8), None)]:
+        labels = [watched if a == "watch_complete" else False for a in ACTIONS]
+        con.execute(
+            f"insert into impressions (impression_id, user_id, post_id, surface, ts, position, device, {cols}) "
+            f"values (?, 1, ?, 'feed', ?, 0, 'ios', {', '.join('?' * len(ACTIONS))})",
+            [iid, post, ts, *labels],
+        )
+    row = compute_features(con, _request()).row(0, named=True)
+    # one observable watch_complete label (true) among the viewer's four earlier impressions
+    assert row["viewer_rate_watch_complete"] == pytest.approx(1 / 6)
+    assert row["author_rate_watch_complete"] == pytest.approx(1 / 6)
+
+
 def test_every_registered_feature_is_computed_with_its_family():
     frame = compute_features(_store(), _request())
     assert frame.columns == ["user_id", "post_id", "ts", "device", *feature_names()]

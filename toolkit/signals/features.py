@@ -30,7 +30,8 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -48,12 +49,130 @@ from toolkit.signals.registry import (
 )
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, SURFACES
 
-_REQ = "_feedlab_requests"
+#: Name under which the requests are registered for the event SQL to read.
+REQUESTS_VIEW = "_feedlab_requests"
 _DAY_S = 86_400
 def _label_sums(alias: str = "") -> str:
-    """SQL summing, per action, the positive and the observable (non-null) labels of impressions."""
+    """SQL counting, per action, the positive and the observable (non-null) labels of impressions.
+
+    ``count_if(x is true)``: a group whose labels are all null must count 0 positives, and both
+    ``sum(x::int)`` and ``count_if(x)`` give NULL there, which would poison every later total.
+    """
     col = f"{alias}." if alias else ""
-    return ", ".join(f'sum({col}"{a}"::int)::bigint as pos_{a}, count({col}"{a}") as obs_{a}' for a in ACTIONS)
+    return ", ".join(f'count_if({col}"{a}" is true)::bigint as pos_{a}, count({col}"{a}") as obs_{a}' for a in ACTIONS)
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """One event source: SQL counting events per key and timestamp ``ts`` before a time ``?``.
+
+    The SQL may read the requests (registered as ``_feedlab_requests``: _row, user_id, post_id,
+    ts) to fetch only the history of the keys asked about.
+    """
+
+    sql: str
+    by: tuple[str, ...]
+    values: tuple[str, ...]
+
+
+_AUTHORS = f"(select p.author_id from posts p where p.post_id in (select post_id from {REQUESTS_VIEW}))"
+_PAIRS = f"(select r.user_id, p.author_id from {REQUESTS_VIEW} r join posts p using (post_id))"
+_RATE_VALUES = ("shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS))
+_TOPIC_VALUES = ("topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs")
+_POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
+
+#: Every event source the features read, by name: the one place their SQL is written.
+EVENT_QUERIES: dict[str, EventQuery] = {
+    # popularity as a ranker sees it: every public engagement, bought ones included
+    "post_engagements": EventQuery(
+        "select post_id, ts, " + ", ".join(f"count_if(action = '{a}')::bigint as {a}s" for a in POPULARITY_ACTIONS)
+        + f" from engagements where post_id in (select post_id from {REQUESTS_VIEW}) and action != 'follow' and ts < ? group by all",
+        ("post_id",),
+        _POPULARITY_VALUES,
+    ),
+    "post_impressions": EventQuery(
+        f"select post_id, ts, count(*) as shown, {_label_sums()} from impressions "
+        f"where post_id in (select post_id from {REQUESTS_VIEW}) and ts < ? group by all",
+        ("post_id",),
+        _RATE_VALUES,
+    ),
+    "author_followers": EventQuery(
+        f"select followee_id as author_id, created_at as ts, count(*) as followers from follows "
+        f"where followee_id in {_AUTHORS} and created_at < ? group by all",
+        ("author_id",),
+        ("followers",),
+    ),
+    "author_engagements": EventQuery(
+        f"select p.author_id, e.ts, count(*) as received from engagements e join posts p using (post_id) "
+        f"where p.author_id in {_AUTHORS} and e.action != 'follow' and e.ts < ? group by all",
+        ("author_id",),
+        ("received",),
+    ),
+    "author_posts": EventQuery(
+        f"select author_id, created_at as ts, count(*) as posted, count_if(misinformation)::bigint as misinfo "
+        f"from posts where author_id in {_AUTHORS} and created_at < ? group by all",
+        ("author_id",),
+        ("posted", "misinfo"),
+    ),
+    "author_impressions": EventQuery(
+        f"select p.author_id, i.ts, count(*) as shown, {_label_sums('i')} "
+        f"from impressions i join posts p using (post_id) where p.author_id in {_AUTHORS} and i.ts < ? group by all",
+        ("author_id",),
+        _RATE_VALUES,
+    ),
+    "viewer_impressions": EventQuery(
+        f"select user_id, ts, count(*) as shown, {_label_sums()} from impressions "
+        f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ? group by all",
+        ("user_id",),
+        _RATE_VALUES,
+    ),
+    "va_impressions": EventQuery(
+        f"select i.user_id, p.author_id, i.ts, count(*) as shown, count_if(i.profile_tap is true)::bigint as taps "
+        f"from impressions i join posts p using (post_id) where (i.user_id, p.author_id) in {_PAIRS} and i.ts < ? group by all",
+        ("user_id", "author_id"),
+        ("shown", "taps"),
+    ),
+    "va_engagements": EventQuery(
+        f"select e.user_id, p.author_id, e.ts, count_if(e.action = 'like')::bigint as likes, "
+        f"count_if(e.action = 'comment')::bigint as comments, count(*) as interactions "
+        f"from engagements e join posts p using (post_id) "
+        f"where e.action in ('like', 'comment', 'share', 'save') and (e.user_id, p.author_id) in {_PAIRS} "
+        f"and e.ts < ? group by all",
+        ("user_id", "author_id"),
+        ("likes", "comments", "interactions"),
+    ),
+    # the author's comments on the viewer's posts: keyed (commenter, post author)
+    "va_mutual_comments": EventQuery(
+        f"select e.user_id as commenter, p.author_id as post_author, e.ts, count(*) as mutual "
+        f"from engagements e join posts p using (post_id) "
+        f"where e.action = 'comment' and (p.author_id, e.user_id) in {_PAIRS} and e.ts < ? group by all",
+        ("commenter", "post_author"),
+        ("mutual",),
+    ),
+    "viewer_topics": EventQuery(
+        f'select i.user_id, p.topic, i.ts, count(*) as topic_shown, count_if(i."like" is true)::bigint as topic_likes, '
+        f'count(i."like") as topic_like_obs, count_if(i.dwell is true)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs '
+        f"from impressions i join posts p using (post_id) "
+        f"where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ? group by all",
+        ("user_id", "topic"),
+        _TOPIC_VALUES,
+    ),
+}
+
+#: Entity lookups (no time dimension): the requested posts, the viewers, the follow pairs.
+POSTS_SQL = f"""
+    select p.post_id, p.author_id, p.created_at as post_created_at, p.format, p.duration_s,
+           p.topic, p.audio_id, p.has_location, p.is_reshare, a.created_at as author_created_at
+    from posts p left join users a on a.user_id = p.author_id
+    where p.post_id in (select post_id from {REQUESTS_VIEW})
+"""
+VIEWERS_SQL = f"select user_id, created_at as viewer_created_at from users where user_id in (select user_id from {REQUESTS_VIEW})"
+FOLLOW_PAIRS_SQL = f"""
+    select f.follower_id, f.followee_id, f.created_at as follow_created_at, f.close_friend, f.muted
+    from follows f
+    where (f.follower_id, f.followee_id) in (select user_id, author_id from {_PAIRS})
+       or (f.followee_id, f.follower_id) in (select user_id, author_id from {_PAIRS})
+"""
 
 
 def training_frame(
@@ -228,7 +347,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
     if "position" not in requests.columns:
         requests = requests.with_columns(pl.lit(0, dtype=pl.Int32).alias("position"))
     req = requests.with_columns(pl.int_range(pl.len(), dtype=pl.Int64).alias("_row"), pl.col("ts").cast(pl.Datetime("us")))
-    con.register(_REQ, req.select("_row", "user_id", "post_id", "ts"))
+    con.register(REQUESTS_VIEW, req.select("_row", "user_id", "post_id", "ts"))
     try:
         posts = _posts_of_requests(con, req)
         max_ts = req["ts"].max()
@@ -245,7 +364,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
         ]
         frames = pl.collect_all(branches)
     finally:
-        con.unregister(_REQ)
+        con.unregister(REQUESTS_VIEW)
     out = pl.concat([frames[0], *(f.drop("_row") for f in frames[1:])], how="horizontal")
     out = out.with_columns(
         (pl.col("_topic_shown") / (pl.col("viewer_impressions_total") + 1)).alias("va_topic_share")
@@ -262,14 +381,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
 
 
 def _posts_of_requests(con, req: pl.DataFrame) -> pl.DataFrame:
-    posts = con.sql(
-        f"""
-        select p.post_id, p.author_id, p.created_at as post_created_at, p.format, p.duration_s,
-               p.topic, p.audio_id, p.has_location, p.is_reshare, a.created_at as author_created_at
-        from posts p left join users a on a.user_id = p.author_id
-        where p.post_id in (select post_id from {_REQ})
-        """
-    ).pl()
+    posts = con.sql(POSTS_SQL).pl()
     unknown = req.join(posts.select("post_id"), on="post_id", how="anti")
     if unknown.height:
         ids = unknown["post_id"].unique().sort().head(5).to_list()
@@ -284,13 +396,15 @@ def _posts_of_requests(con, req: pl.DataFrame) -> pl.DataFrame:
     return posts
 
 
-def _events(con, sql: str, params: Iterable, *, by: Sequence[str], values: Sequence[str]) -> pl.LazyFrame:
-    """Events aggregated per key and timestamp (column ``ts``), as running totals per key."""
-    df = con.sql(sql, params=list(params)).pl()
+def _events(con, name: str, before) -> pl.LazyFrame:
+    """The events of ``EVENT_QUERIES[name]`` before a time, as running totals per key."""
+    query = EVENT_QUERIES[name]
+    df = con.sql(query.sql, params=[before]).pl()
     return (
         df.lazy()
         .sort("ts")
-        .with_columns(pl.col(v).cum_sum().over(by).alias(v) for v in values)
+        # the SQL never yields a null count; were one to slip in, it must not zero later totals
+        .with_columns(pl.col(v).fill_null(0).cum_sum().over(query.by).alias(v) for v in query.values)
         .with_columns(pl.col("ts").alias("_event_ts"))
     )
 
@@ -358,30 +472,14 @@ def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         pl.col("topic").alias("post_topic"),
         pl.col("audio_id").is_not_null().alias("post_has_audio"),
     )
-    # popularity as a ranker sees it: every public engagement, bought ones included
-    sums = ", ".join(f"sum((action = '{a}')::int)::bigint as {a}s" for a in POPULARITY_ACTIONS)
-    eng = _events(
-        con,
-        f"select post_id, ts, {sums} from engagements "
-        f"where post_id in (select post_id from {_REQ}) and action != 'follow' and ts < ? group by all",
-        [max_ts],
-        by=["post_id"],
-        values=[f"{a}s" for a in POPULARITY_ACTIONS],
-    )
-    values = [f"{a}s" for a in POPULARITY_ACTIONS]
+    eng = _events(con, "post_engagements", max_ts)
+    values = _POPULARITY_VALUES
     lf = _window_counts(lf, eng, left_by=["post_id"], right_by=["post_id"], values=values, windows=POPULARITY_WINDOWS, prefix="post_")
     lf = lf.rename({f"{v}_total": f"post_{v}_total" for v in values})
-    imp = _events(
-        con,
-        f"select post_id, ts, count(*) as shown, {_label_sums()} from impressions "
-        f"where post_id in (select post_id from {_REQ}) and ts < ? group by all",
-        [max_ts],
-        by=["post_id"],
-        values=["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)],
-    )
+    imp = _events(con, "post_impressions", max_ts)
     lf = _totals_before(
         lf, imp, left_by=["post_id"], right_by=["post_id"],
-        values=["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)], suffix="_p",
+        values=_RATE_VALUES, suffix="_p",
     )  # fmt: skip
     return lf.with_columns(
         (pl.col("post_likes_total") / pl.max_horizontal(pl.col("post_age_h"), pl.lit(1.0))).alias("post_likes_per_hour"),
@@ -392,43 +490,14 @@ def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
 
 
 def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
-    authors = f"(select p.author_id from posts p where p.post_id in (select post_id from {_REQ}))"
-    followers = _events(
-        con,
-        f"select followee_id as author_id, created_at as ts, count(*) as followers from follows "
-        f"where followee_id in {authors} and created_at < ? group by all",
-        [max_ts],
-        by=["author_id"],
-        values=["followers"],
-    )
+    followers = _events(con, "author_followers", max_ts)
     lf = _totals_before(lf, followers, left_by=["author_id"], right_by=["author_id"], values=["followers"], suffix="_a")
-    received = _events(
-        con,
-        f"select p.author_id, e.ts, count(*) as received from engagements e join posts p using (post_id) "
-        f"where p.author_id in {authors} and e.action != 'follow' and e.ts < ? group by all",
-        [max_ts],
-        by=["author_id"],
-        values=["received"],
-    )
+    received = _events(con, "author_engagements", max_ts)
     lf = _window_counts(lf, received, left_by=["author_id"], right_by=["author_id"], values=["received"], windows=[("28d", 28 * _DAY_S)], prefix="author_")
-    posted = _events(
-        con,
-        f"select author_id, created_at as ts, count(*) as posted, sum(misinformation::int)::bigint as misinfo from posts "
-        f"where author_id in {authors} and created_at < ? group by all",
-        [max_ts],
-        by=["author_id"],
-        values=["posted", "misinfo"],
-    )
+    posted = _events(con, "author_posts", max_ts)
     lf = _window_counts(lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
-    rate_values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
-    shown = _events(
-        con,
-        f"select p.author_id, i.ts, count(*) as shown, {_label_sums('i')} "
-        f"from impressions i join posts p using (post_id) where p.author_id in {authors} and i.ts < ? group by all",
-        [max_ts],
-        by=["author_id"],
-        values=rate_values,
-    )
+    rate_values = _RATE_VALUES
+    shown = _events(con, "author_impressions", max_ts)
     lf = _totals_before(lf, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
     return lf.with_columns(
         pl.col("shown_ar").cast(pl.Float64).alias("author_impressions"),
@@ -442,20 +511,13 @@ def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
 
 
 def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
-    values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
-    imp = _events(
-        con,
-        f"select user_id, ts, count(*) as shown, {_label_sums()} from impressions "
-        f"where user_id in (select user_id from {_REQ}) and ts < ? group by all",
-        [max_ts],
-        by=["user_id"],
-        values=values,
-    )
+    values = _RATE_VALUES
+    imp = _events(con, "viewer_impressions", max_ts)
     lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
         lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
         lf = lf.with_columns((pl.col("shown_v") - pl.col(f"shown_v{name}")).cast(pl.Float64).alias(f"viewer_impressions_{name}"))
-    viewers = con.sql(f"select user_id, created_at as viewer_created_at from users where user_id in (select user_id from {_REQ})").pl()
+    viewers = con.sql(VIEWERS_SQL).pl()
     lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
     return lf.with_columns(
         pl.col("shown_v").cast(pl.Float64).alias("viewer_impressions_total"),
@@ -466,15 +528,7 @@ def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
 
 
 def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
-    pairs = f"(select r.user_id, p.author_id from {_REQ} r join posts p using (post_id))"
-    follows = con.sql(
-        f"""
-        select f.follower_id, f.followee_id, f.created_at as follow_created_at, f.close_friend, f.muted
-        from follows f
-        where (f.follower_id, f.followee_id) in (select user_id, author_id from {pairs})
-           or (f.followee_id, f.follower_id) in (select user_id, author_id from {pairs})
-        """
-    ).pl()
+    follows = con.sql(FOLLOW_PAIRS_SQL).pl()
     forward = follows.rename({"follower_id": "user_id", "followee_id": "author_id"})
     backward = follows.select(
         pl.col("followee_id").alias("user_id"), pl.col("follower_id").alias("author_id"),
@@ -489,54 +543,19 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         (follows_now & pl.col("close_friend")).fill_null(False).alias("va_close_friend"),
         (follows_now & pl.col("muted")).fill_null(False).alias("va_muted"),
     )
-    shown = _events(
-        con,
-        f"select i.user_id, p.author_id, i.ts, count(*) as shown, sum(i.profile_tap::int)::bigint as taps "
-        f"from impressions i join posts p using (post_id) "
-        f"where (i.user_id, p.author_id) in {pairs} and i.ts < ? group by all",
-        [max_ts],
-        by=["user_id", "author_id"],
-        values=["shown", "taps"],
-    )
+    shown = _events(con, "va_impressions", max_ts)
     lf = _totals_before(lf, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
-    engaged = _events(
-        con,
-        f"select e.user_id, p.author_id, e.ts, sum((e.action = 'like')::int)::bigint as likes, "
-        f"sum((e.action = 'comment')::int)::bigint as comments, count(*) as interactions "
-        f"from engagements e join posts p using (post_id) "
-        f"where e.action in ('like', 'comment', 'share', 'save') and (e.user_id, p.author_id) in {pairs} "
-        f"and e.ts < ? group by all",
-        [max_ts],
-        by=["user_id", "author_id"],
-        values=["likes", "comments", "interactions"],
-    )
+    engaged = _events(con, "va_engagements", max_ts)
     lf = _totals_before(
         lf, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
         values=["likes", "comments", "interactions"], suffix="_va", keep_last_ts=True,
     )  # fmt: skip
-    mutual = _events(
-        con,
-        f"select e.user_id as commenter, p.author_id as post_author, e.ts, count(*) as mutual "
-        f"from engagements e join posts p using (post_id) "
-        f"where e.action = 'comment' and (p.author_id, e.user_id) in {pairs} and e.ts < ? group by all",
-        [max_ts],
-        by=["commenter", "post_author"],
-        values=["mutual"],
-    )
+    mutual = _events(con, "va_mutual_comments", max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    topics = _events(
-        con,
-        f"select i.user_id, p.topic, i.ts, count(*) as topic_shown, sum(i.\"like\"::int)::bigint as topic_likes, "
-        f"count(i.\"like\") as topic_like_obs, sum(i.dwell::int)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs "
-        f"from impressions i join posts p using (post_id) "
-        f"where i.user_id in (select user_id from {_REQ}) and i.ts < ? group by all",
-        [max_ts],
-        by=["user_id", "topic"],
-        values=["topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs"],
-    )
+    topics = _events(con, "viewer_topics", max_ts)
     lf = _totals_before(
         lf, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
-        values=["topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs"], suffix="_t",
+        values=_TOPIC_VALUES, suffix="_t",
     )  # fmt: skip
     return lf.with_columns(
         pl.col("shown_va").cast(pl.Float64).alias("va_impressions"),

@@ -121,7 +121,7 @@ class SynthConfig:
     follow_sigma: float = 0.8
     attractiveness_pareto: float = 1.2  # tail index of who gets followed: heavy-tailed followers
     same_topic_follow_share: float = 0.6  # share of follows chosen within the follower's main topic
-    tie_noise: float = 0.6  # spread of a follow's closeness that no logged signal explains
+    tie_noise: float = 0.4  # spread of a follow's closeness that no logged signal explains
     close_friend_share: float = 0.08  # of a user's follows, preferring the closest ties
     mute_share: float = 0.02
 
@@ -130,6 +130,10 @@ class SynthConfig:
         default_factory=lambda: dict(feed=0.70, stories=0.45, explore=0.18, reels=0.32)
     )
     activity_sigma: float = 0.8  # lognormal spread of how active viewers are
+    # A viewer's latent taste per action: a shared engagement level (revealed by every action they
+    # take) plus an action-specific part (revealed only by that action, so hard to learn for rare ones).
+    propensity_shared: float = 0.45
+    propensity_specific: float = 0.2
     session_depth: dict[str, float] = field(
         default_factory=lambda: dict(feed=12.0, stories=8.0, explore=15.0, reels=10.0)
     )
@@ -148,7 +152,7 @@ class SynthConfig:
     format_mix: dict[str, float] = field(
         default_factory=lambda: dict(photo=0.45, carousel=0.2, video=0.1, reel=0.25)
     )
-    post_quality_noise: float = 0.7  # spread of a post's quality around its author's
+    post_quality_noise: float = 0.4  # spread of a post's quality around its author's
     reshare_story_share: float = 0.15
     flag_rates: dict[str, float] = field(
         default_factory=lambda: dict(

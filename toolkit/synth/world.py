@@ -190,7 +190,8 @@ def build_static_world(config: SynthConfig) -> World:
     activity[is_bot] = 0.0  # bots do not browse; they only act through the services
     engagement_level = rng.normal(0, 1, size=n)
     propensity = (
-        0.35 * engagement_level[:, None] + 0.35 * rng.normal(0, 1, size=(n, len(ACTIONS)))
+        config.propensity_shared * engagement_level[:, None]
+        + config.propensity_specific * rng.normal(0, 1, size=(n, len(ACTIONS)))
     ).astype(np.float32)
     attractiveness = (rng.pareto(config.attractiveness_pareto, size=n) + 1.0)
     attractiveness[is_bot] *= 0.05
