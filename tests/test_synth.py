@@ -319,3 +319,38 @@ def test_default_world_matches_the_brief(default_world_path):
         assert set(surfaces) == {"feed", "stories", "explore", "reels"} and min(surfaces.values()) > 50_000
     finally:
         con.close()
+
+
+def test_p_columns_are_the_documented_truth_model_of_the_stored_inputs(small_world):
+    """Recompute every p_ column from sim_impression_inputs with toolkit.synth.truth: same numbers."""
+    from toolkit.store.schema import CONTENT_FLAGS, DEVICES, FORMATS, SURFACES
+    from toolkit.synth.truth import FEATURES, ImpressionFeatures, action_probabilities
+
+    df = small_world.sql(
+        "select i.*, x.* exclude (impression_id), p.format, p.duration_s, p.audio_id, "
+        + ", ".join(f"p.{f}" for f in CONTENT_FLAGS)
+        + ", " + ", ".join(f"a.propensity_{a}" for a in ACTIONS)
+        + " from impressions i join sim_impression_inputs x using (impression_id) join posts p using (post_id) "
+        "join sim_accounts a on a.user_id = i.user_id where i.surface = 'reels'"
+    ).pl()
+    assert df.height > 1000
+    x = ImpressionFeatures(
+        surface=SURFACES.index("reels"),
+        position=df["position"].to_numpy(),
+        device=np.array([DEVICES.index(d) for d in df["device"]]),
+        fmt=np.array([FORMATS.index(f) for f in df["format"]]),
+        flags=df.select(CONTENT_FLAGS).to_numpy(),
+        duration=df["duration_s"].fill_null(float("nan")).to_numpy(),
+        has_audio=df["audio_id"].is_not_null().to_numpy(),
+        already_follows=df["follow"].is_null().to_numpy(),
+        survey_shown=df["entertaining"].is_not_null().to_numpy(),
+        values={
+            **{f: df[f].to_numpy() for f in FEATURES if f != "propensity"},
+            "propensity": df.select(f"propensity_{a}" for a in ACTIONS).to_numpy(),
+        },
+    )
+    probs, observable = action_probabilities(x)
+    for j, action in enumerate(ACTIONS):
+        stored = df[f"p_{action}"].to_numpy().astype(float)
+        assert np.array_equal(np.isnan(stored), ~observable[:, j]), action
+        np.testing.assert_allclose(probs[observable[:, j], j], stored[observable[:, j]], rtol=1e-6, err_msg=action)

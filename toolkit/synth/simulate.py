@@ -23,7 +23,8 @@ import polars as pl
 from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, ENGAGEMENT_ACTIONS, FORMATS, SURFACES, polars_schema
 from toolkit.synth.config import SynthConfig
 from toolkit.synth.inauthentic import FOLLOW, BoughtEngagement, schedule_bought_engagement
-from toolkit.synth.truth import ImpressionFeatures, action_probabilities
+from toolkit.synth.truth import FEATURES as TRUTH_FEATURES
+from toolkit.synth.truth import ImpressionFeatures, action_probabilities, examination
 from toolkit.synth.world import World, build_static_world, follows_frame, hour_of_day_weights, rng_for, timestamps
 
 _US_PER_S = 1_000_000
@@ -33,6 +34,10 @@ _HISTORY_ACTIONS = [ACTIONS.index(a) for a in ("like", "comment", "share", "prof
 _FEED_FORMATS = [FORMATS.index(f) for f in ("photo", "video", "carousel", "reel")]
 _EXPLORE_FORMATS = [FORMATS.index(f) for f in ("photo", "video", "carousel")]
 _FLAG = {f: i for i, f in enumerate(CONTENT_FLAGS)}
+
+
+_INPUT_FEATURES = [f for f in TRUTH_FEATURES if f != "propensity"]  # propensity is per viewer: sim_accounts
+_INPUT_SCHEMA = {"impression_id": pl.Int64, **{f: pl.Float64 for f in _INPUT_FEATURES}, "examination": pl.Float64}
 
 
 class CodeSet:
@@ -218,14 +223,15 @@ def simulate(config: SynthConfig, *, chunk_days: int = 1, on_hour=None) -> Itera
     next_id = 0
     for first_day in range(0, config.days, chunk_days):
         days = range(first_day, min(first_day + chunk_days, config.days))
-        parts: dict[str, list[pl.DataFrame]] = {"impressions": [], "engagements": [], "follows": []}
+        parts: dict[str, list[pl.DataFrame]] = {"impressions": [], "engagements": [], "follows": [], "sim_impression_inputs": []}
         for day in days:
             for hour in range(day * 24, (day + 1) * 24):
-                imp, eng, fol = _simulate_hour(world, state, bought, hour, next_id)
+                imp, eng, fol, inputs = _simulate_hour(world, state, bought, hour, next_id)
                 next_id += imp.height
                 parts["impressions"].append(imp)
                 parts["engagements"].append(eng)
                 parts["follows"].append(fol)
+                parts["sim_impression_inputs"].append(inputs)
                 if on_hour is not None:
                     on_hour(imp.height)
             state.end_of_day(rng_for(config, 4, day))
@@ -277,10 +283,11 @@ def _simulate_hour(world: World, state: _State, bought: BoughtEngagement, hour: 
         step = rng.uniform(2, 8, size=len(post)) * _US_PER_S
         ts = np.minimum(start[sess] + (pos * step).astype(np.int64), t0 + _US_PER_HOUR - 1)
         batches.append((s, viewers[sess], post, pos, ts))
-    imp_frames, eng_parts, follow_parts = [], [], []
+    imp_frames, eng_parts, follow_parts, input_frames = [], [], [], []
     next_id = first_id
     for s, viewer, post, pos, ts in batches:
-        frame, eng, fol = _act(world, state, rng, s, viewer, post, pos, ts, next_id, t0)
+        frame, eng, fol, inputs = _act(world, state, rng, s, viewer, post, pos, ts, next_id, t0)
+        input_frames.append(inputs)
         next_id += frame.height
         imp_frames.append(frame)
         eng_parts.append(eng)
@@ -298,7 +305,8 @@ def _simulate_hour(world: World, state: _State, bought: BoughtEngagement, hour: 
     is_follow = bought.action[idx] == FOLLOW
     follow_parts.append(_new_follows(world, state, bought.user[idx][is_follow], bought.target[idx][is_follow], bought.ts_us[idx][is_follow]))
     impressions = pl.concat(imp_frames) if imp_frames else _empty_impressions()
-    return impressions, pl.concat(eng_parts), pl.concat(follow_parts)
+    inputs = pl.concat(input_frames) if input_frames else pl.DataFrame(schema=_INPUT_SCHEMA)
+    return impressions, pl.concat(eng_parts), pl.concat(follow_parts), inputs
 
 
 def _followed_candidates(world, state, rng, surface, viewers, depth, t0):
@@ -480,7 +488,16 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
         world, fol["follower_id"].to_numpy(), np.full(fol.height, -1), fol["followee_id"].to_numpy(),
         np.full(fol.height, FOLLOW), _us(world, fol["created_at"]), world.third_party_client[fol["follower_id"].to_numpy()],
     )  # fmt: skip
-    return frame, pl.concat([eng, follow_eng]), fol
+    # the truth's own inputs, so a model can be trained on them as a reference (what signals lose)
+    inputs = pl.DataFrame(
+        {
+            "impression_id": cols["impression_id"],
+            **{f: features.values[f] for f in _INPUT_FEATURES},
+            "examination": examination(pos.astype(np.float64), surface),
+        },
+        schema=_INPUT_SCHEMA,
+    )
+    return frame, pl.concat([eng, follow_eng]), fol, inputs
 
 
 def _drop_follows_after_following(pair, ts, follow_ts, labels, probs, observable) -> None:

@@ -95,6 +95,7 @@ class World:
                 "author_quality": self.author_quality.astype(np.float64),
                 "main_topic": self.main_topic.astype(np.int32),
                 "third_party_client": self.third_party_client,
+                **{f"propensity_{a}": self.propensity[:, j].astype(np.float64) for j, a in enumerate(ACTIONS)},
             }
         )
 
