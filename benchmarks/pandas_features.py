@@ -54,7 +54,15 @@ from toolkit.signals.registry import (
     RATE_SMOOTHING,
     feature_names,
 )
-from toolkit.signals.features import REQUESTS_VIEW, EVENT_QUERIES, FOLLOW_PAIRS_SQL, POSTS_SQL, VIEWERS_SQL
+from toolkit.signals.features import (
+    CROSS_BRANCH,
+    EVENT_QUERIES,
+    FOLLOW_PAIRS_SQL,
+    LIFT_FLOOR,
+    POSTS_SQL,
+    REQUESTS_VIEW,
+    VIEWERS_SQL,
+)
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
 
 _DAY_S = 86_400
@@ -106,6 +114,7 @@ def compute_features_pandas(con: duckdb.DuckDBPyConnection, requests: pd.DataFra
         axis=1,
     )
     out["va_topic_share"] = out["_topic_shown"] / (out["viewer_impressions_total"] + 1)
+    out["va_topic_like_lift"] = out["va_topic_like_rate"] / (out["viewer_rate_like"] + LIFT_FLOOR)
     out = out.sort_values("_row")[names]
     # counts come out of DuckDB as integers; one float dtype keeps model matrices simple
     for name in names:
@@ -297,7 +306,7 @@ def _viewer_author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     topics = _events(con, "viewer_topics", max_ts)
     df = _totals_before(
         df, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
-        values=["topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs"], suffix="_t",
+        values=list(EVENT_QUERIES["viewer_topics"].values), suffix="_t",
     )  # fmt: skip
     df["va_impressions"] = df["shown_va"].astype("float64")
     df["va_likes"] = df["likes_va"].astype("float64")
@@ -307,6 +316,7 @@ def _viewer_author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     df["va_days_since_interaction"] = _hours(df, "ts", "_event_ts") / 24
     df["va_topic_like_rate"] = _rate(df, "topic_likes_t", "topic_like_obs_t")
     df["va_topic_dwell_rate"] = _rate(df, "topic_dwells_t", "topic_dwell_obs_t")
+    df["va_topic_engagement_rate"] = _rate(df, "topic_engaged_t", "topic_shown_t")
     df["_topic_shown"] = df["topic_shown_t"]  # va_topic_share needs the viewer's total
     return df
 
@@ -321,7 +331,7 @@ def _family_outputs() -> dict[str, list[str]]:
         for family in ("post", "author", "viewer", "context")
     }
     out["_viewer_author_features"] = [
-        f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name != "va_topic_share"
+        f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name not in CROSS_BRANCH
     ] + ["_topic_shown"]
     return out
 

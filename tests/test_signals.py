@@ -130,6 +130,8 @@ EXPECTED = {
     "va_topic_like_rate": 0.0,  # one earlier impression of topic 3, not liked
     "va_topic_share": 1 / 3,  # 1 of 2 earlier impressions, +1 smoothing
     "va_topic_dwell_rate": 1 / 6,  # the one earlier topic-3 impression was dwelled on
+    "va_topic_engagement_rate": 0.0,  # ... but not liked, commented, shared or saved
+    "va_topic_like_lift": 0.0,  # a topic like rate of 0 over an overall like rate of 1/7
     # author rates: impressions of author 2's posts before t: 00:10 (dwell), 00:20 (like), 02:00 (like, tap)
     "author_impressions": 3.0,
     "author_rate_like": 2 / 8,

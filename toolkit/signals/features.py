@@ -49,6 +49,10 @@ from toolkit.signals.registry import (
 )
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, SURFACES
 
+#: Features computed after the branches, from columns of two of them.
+CROSS_BRANCH = ("va_topic_share", "va_topic_like_lift")
+#: Keeps a lift finite for a viewer who has liked nothing yet.
+LIFT_FLOOR = 0.01
 #: Name under which the requests are registered for the event SQL to read.
 REQUESTS_VIEW = "_feedlab_requests"
 _DAY_S = 86_400
@@ -78,7 +82,7 @@ class EventQuery:
 _AUTHORS = f"(select p.author_id from posts p where p.post_id in (select post_id from {REQUESTS_VIEW}))"
 _PAIRS = f"(select r.user_id, p.author_id from {REQUESTS_VIEW} r join posts p using (post_id))"
 _RATE_VALUES = ("shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS))
-_TOPIC_VALUES = ("topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs")
+_TOPIC_VALUES = ("topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs", "topic_engaged")
 _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
 
 #: Every event source the features read, by name: the one place their SQL is written.
@@ -151,7 +155,8 @@ EVENT_QUERIES: dict[str, EventQuery] = {
     ),
     "viewer_topics": EventQuery(
         f'select i.user_id, p.topic, i.ts, count(*) as topic_shown, count_if(i."like" is true)::bigint as topic_likes, '
-        f'count(i."like") as topic_like_obs, count_if(i.dwell is true)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs '
+        f'count(i."like") as topic_like_obs, count_if(i.dwell is true)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs, '
+        f'count_if(i."like" is true or i.comment is true or i.share is true or i.save is true)::bigint as topic_engaged '
         f"from impressions i join posts p using (post_id) "
         f"where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ? group by all",
         ("user_id", "topic"),
@@ -366,8 +371,10 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
     finally:
         con.unregister(REQUESTS_VIEW)
     out = pl.concat([frames[0], *(f.drop("_row") for f in frames[1:])], how="horizontal")
+    # topic features relative to the viewer's overall behaviour (from the viewer branch)
     out = out.with_columns(
-        (pl.col("_topic_shown") / (pl.col("viewer_impressions_total") + 1)).alias("va_topic_share")
+        (pl.col("_topic_shown") / (pl.col("viewer_impressions_total") + 1)).alias("va_topic_share"),
+        (pl.col("va_topic_like_rate") / (pl.col("viewer_rate_like") + LIFT_FLOOR)).alias("va_topic_like_lift"),
     ).sort("_row")
     # counts come out of DuckDB as integers; one float dtype keeps model matrices simple
     # the request's position becomes the (float) context feature of the same name
@@ -566,6 +573,7 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         (_hours("ts", "_event_ts") / 24).alias("va_days_since_interaction"),
         _rate("topic_likes_t", "topic_like_obs_t").alias("va_topic_like_rate"),
         _rate("topic_dwells_t", "topic_dwell_obs_t").alias("va_topic_dwell_rate"),
+        _rate("topic_engaged_t", "topic_shown_t").alias("va_topic_engagement_rate"),
         pl.col("topic_shown_t").alias("_topic_shown"),  # va_topic_share needs the viewer's total
     )
 
@@ -582,7 +590,7 @@ def _family_outputs() -> dict[str, list[str]]:
         for family in ("post", "author", "viewer", "context")
     }
     out["_viewer_author_features"] = [
-        f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name != "va_topic_share"
+        f.name for f in FEATURES.values() if f.family == "viewer_author" and f.name not in CROSS_BRANCH
     ] + ["_topic_shown"]
     return out
 

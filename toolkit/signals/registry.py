@@ -97,6 +97,8 @@ def _features() -> dict[str, Feature]:
     add("va_days_since_interaction", "viewer_author", "days since the viewer last liked, commented, shared or saved the author's posts (null: never)")
     add("va_topic_like_rate", "viewer_author", "the viewer's like rate on earlier impressions of the post's topic (smoothed)")
     add("va_topic_dwell_rate", "viewer_author", "the viewer's dwell rate on earlier impressions of the post's topic (smoothed)")
+    add("va_topic_engagement_rate", "viewer_author", "share of the viewer's earlier impressions of the post's topic with a like, comment, share or save (smoothed)")
+    add("va_topic_like_lift", "viewer_author", "the viewer's like rate on the post's topic over their like rate overall")
     add("va_topic_share", "viewer_author", "share of the viewer's earlier impressions that were of the post's topic")
 
     # --- context -------------------------------------------------------------------------------

@@ -115,6 +115,9 @@ class SynthConfig:
     prehistory_days: int = 3  # posts exist this long before the first impression
     n_topics: int = 20
     topic_concentration: float = 0.25  # Dirichlet alpha of a viewer's interests: lower = pickier
+    # Floor of interest (relative to uniform) in the truth's topic match, log(interest + floor):
+    # below it, topics a viewer does not care for all look alike, as they would to any observer.
+    topic_floor: float = 0.05
 
     # Social graph
     follow_median: float = 45.0  # median accounts a genuine user follows

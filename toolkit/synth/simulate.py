@@ -435,7 +435,7 @@ def _act(world, state, rng, s, viewer, post, pos, ts, first_id, t0):
             "tie": tie,
             "history": np.log1p(state.history.get(pair)),
             "mutual": np.log1p(state.history.get(author * world.n_users + viewer)),
-            "topic_match": np.clip(np.log(interest + 0.05), -3, 2),
+            "topic_match": np.clip(np.log(interest + config.topic_floor), -3, 2),
         },
     )
     probs, observable = action_probabilities(features)
