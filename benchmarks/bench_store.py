@@ -14,42 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-def machine() -> dict:
-    """CPU model, cores, memory and library versions of this machine."""
-    import duckdb
-    import numpy
-    import polars
-
-    cpu = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_gb": round(mem_gb, 1),
-        "python": platform.python_version(),
-        "duckdb": duckdb.__version__,
-        "polars": polars.__version__,
-        "numpy": numpy.__version__,
-    }
+from common import machine
 
 
 def run_stage(args: list[str]) -> dict:
@@ -108,7 +79,9 @@ def main() -> None:
         print(json.dumps(stage(args.stage[0], args.stage[1:])))
         return
 
-    results = {"benchmark": "store", "machine": machine(), "scales": {}}
+    # machine() imports the libraries; it runs after the stages so that the children, which
+    # start as copies of this process, do not count this process's memory in their peak.
+    results = {"benchmark": "store", "machine": {}, "scales": {}}
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for scale in [int(s) for s in args.scales.split(",")]:
             users = 5000 * scale
@@ -132,6 +105,7 @@ def main() -> None:
             }
             for p in (db, copy):
                 p.unlink()
+    results["machine"] = machine()
     text = json.dumps(results, indent=2)
     print(text)
     if args.out:
