@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -53,6 +54,109 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_train(args: argparse.Namespace) -> int:
+    from toolkit.predict import save_models, train_surface
+    from toolkit.store import connect
+
+    # read-only: training reads the store and writes only the model files beside it
+    con = connect(args.db, read_only=True)
+    try:
+        trained = train_surface(con, args.surface, train_until=args.train_until, progress=not args.quiet)
+    finally:
+        con.close()
+    folder = save_models(trained, args.db)
+    if args.json:
+        _print_json(
+            {
+                "surface": args.surface,
+                "models": str(folder),
+                "window": trained.window,
+                "rows": trained.rows,
+                "best_iteration": trained.best_iteration,
+                "actions": trained.metrics,
+            }
+        )
+        return 0
+    w = trained.window
+    print(f"{args.surface}: trained on {w['train_start']} to {w['train_until']} "
+          f"(early stopping from {w['valid_start']}), tested on {w['test_start']} to {w['test_end']}")
+    _print_metrics(trained.metrics_frame())
+    print(f"models saved in {folder}")
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from toolkit.predict import load_models, parse_time, predict_actions
+    from toolkit.signals.features import training_frame
+    from toolkit.store import connect
+
+    models = load_models(args.db, args.surface)
+    start = parse_time(args.from_) if args.from_ is not None else models.train_until
+    con = connect(args.db, read_only=True)
+    try:
+        frame = training_frame(con, args.surface, start=start)
+    finally:
+        con.close()
+    preds = predict_actions(models, frame).select("impression_id", *(f"p_{a}" for a in models.actions))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    preds.write_parquet(args.out)
+    _print(
+        {"surface": args.surface, "from": start, "rows": preds.height, "actions": ", ".join(models.actions), "out": args.out},
+        as_json=args.json,
+    )
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from toolkit.predict import evaluate_actions, load_models
+    from toolkit.signals.features import training_frame
+    from toolkit.store import connect
+
+    models = load_models(args.db, args.surface)
+    con = connect(args.db, read_only=True)
+    try:
+        # the test period: every impression at or after the models' train_until
+        frame = training_frame(con, args.surface, start=models.train_until)
+    finally:
+        con.close()
+    if frame.height == 0:
+        raise FeedlabError(f"no {args.surface} impressions at or after {models.train_until} to evaluate on")
+    models.metrics = evaluate_actions(models, frame)
+    if args.json:
+        _print_json({"surface": args.surface, "actions": models.metrics})
+        return 0
+    print(f"{args.surface}: {frame.height} impressions from {models.train_until} on")
+    _print_metrics(models.metrics_frame())
+    return 0
+
+
+def _print_metrics(table) -> None:
+    """The metrics table, one aligned line per action (polars' table, every row and column)."""
+    import polars as pl
+
+    columns = ["action", "auc", "pr_auc", "logloss", "rce", "ece", "base_rate", "oracle_auc", "auc_gap", "n"]
+    with pl.Config(
+        tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True,
+        tbl_hide_column_data_types=True, float_precision=4,
+    ):
+        print(table.select(columns))
+
+
+def _json_safe(obj):
+    """JSON has no NaN or infinity: an undefined metric is written as null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _print_json(obj: dict) -> None:
+    print(json.dumps(_json_safe(obj), indent=2, default=str, allow_nan=False))
+
+
 def _print(obj: dict, *, as_json: bool) -> None:
     if as_json:
         print(json.dumps(obj, indent=2, default=str))
@@ -95,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("directory", type=Path)
 
     add("info", "Row counts per table and the time span of the store.", _cmd_info)
+
+    from toolkit.store.schema import SURFACES
+
+    p = add("train", "Train one action model per action of a surface, save them beside the store, print test metrics.", _cmd_train)
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--train-until", metavar="DATE", help="train on impressions before this date or time, test on the rest (default: the last 20%% of days)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    p = add("predict", "Write predicted action probabilities of a surface's impressions to Parquet.", _cmd_predict)
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--from", dest="from_", metavar="DATE", help="impressions at or after this date or time (default: the models' train-until)")
+    p.add_argument("--out", type=Path, required=True, help="Parquet file to write (impression_id, p_<action>...)")
+
+    p = add("evaluate", "Score a surface's saved models on the impressions at or after their train-until.", _cmd_evaluate)
+    p.add_argument("--surface", required=True, choices=SURFACES)
     return parser
 
 

@@ -1,0 +1,60 @@
+"""Predictors: per-surface XGBoost models of each action, scored against the truth.
+
+One binary classifier per (surface, action) learns P(action | impression) from the signals of
+:mod:`toolkit.signals`, trained on the past and scored on the future (:func:`train_surface`).
+Models are saved beside their store in XGBoost's own format (:func:`save_models`,
+:func:`load_models`) and predict ``p_<action>`` for any feature frame (:func:`predict_actions`).
+On a simulated world, metrics include how far the model is from the true probabilities
+(``oracle_auc``, ``auc_gap``). See ``docs/predictors.md``.
+
+Example
+-------
+>>> from toolkit.predict import action_metrics
+>>> action_metrics([0, 1], [0.2, 0.9])["auc"]
+1.0
+"""
+
+from toolkit.predict.metrics import (
+    action_metrics,
+    expected_calibration_error,
+    log_loss,
+    pr_auc,
+    rce,
+    reliability_table,
+    roc_auc,
+)
+from toolkit.predict.model import TrainedSurface
+from toolkit.predict.persist import check_features, load_models, models_dir, save_models
+from toolkit.predict.predict import evaluate_actions, feature_matrix, predict_actions
+from toolkit.predict.train import (
+    DEFAULT_PARAMS,
+    parse_time,
+    select_actions,
+    split_times,
+    train_on_frame,
+    train_surface,
+)
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TrainedSurface",
+    "action_metrics",
+    "check_features",
+    "evaluate_actions",
+    "expected_calibration_error",
+    "feature_matrix",
+    "load_models",
+    "log_loss",
+    "models_dir",
+    "parse_time",
+    "pr_auc",
+    "predict_actions",
+    "rce",
+    "reliability_table",
+    "roc_auc",
+    "save_models",
+    "select_actions",
+    "split_times",
+    "train_on_frame",
+    "train_surface",
+]
