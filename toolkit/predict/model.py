@@ -67,6 +67,7 @@ class TrainedSurface:
     family_importance: pl.DataFrame = field(default_factory=pl.DataFrame)
     schema_version: int = SCHEMA_VERSION
     created_at: datetime | None = None  # set when saved or loaded
+    train_seconds: dict[str, float] = field(default_factory=dict)  # per action, this run only
 
     def metrics_frame(self) -> pl.DataFrame:
         """The test metrics as a table, one row per action (null where a metric does not apply).

@@ -20,6 +20,7 @@ import math
 import os
 from collections.abc import Sequence
 from datetime import date, datetime, time, timedelta, timezone
+from time import perf_counter
 from typing import Any
 
 import duckdb
@@ -258,18 +259,20 @@ def train_on_frame(
     dfit = xgb.QuantileDMatrix(feature_matrix(fit, features), missing=np.nan, feature_names=features)
     dvalid = xgb.QuantileDMatrix(feature_matrix(valid, features), missing=np.nan, feature_names=features, ref=dfit)
 
-    boosters, best = {}, {}
+    boosters, best, seconds = {}, {}, {}
     for action in tqdm(chosen, desc=f"train {surface}", unit="model", disable=not progress):
         y_fit, y_valid = _labels(fit, action), _labels(valid, action)
         if np.nansum(y_fit) == 0 or np.nansum(1 - y_fit) == 0:
             raise FeedlabError(
                 f"cannot train {action} on {surface}: the training rows before {V} hold only one class of its labels"
             )
+        started = perf_counter()
         booster, best[action] = _fit_action(
             dfit, dvalid, y_fit, y_valid, params=booster_params, max_rounds=max_rounds,
             early_stopping_rounds=early_stopping_rounds,
         )
         boosters[action] = booster
+        seconds[action] = perf_counter() - started
 
     trained = TrainedSurface(
         surface=surface,
@@ -288,6 +291,7 @@ def train_on_frame(
         rows={"fit": fit.height, "valid": valid.height, "test": test.height},
         metrics={},
         params={**booster_params, "max_rounds": max_rounds, "early_stopping_rounds": early_stopping_rounds},
+        train_seconds=seconds,
     )
     predictions = predict_actions(trained, test)
     trained.metrics = evaluate_actions(trained, test, predictions=predictions)
