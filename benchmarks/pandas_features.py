@@ -62,6 +62,7 @@ from toolkit.signals.features import (
     POSTS_SQL,
     REQUESTS_VIEW,
     VIEWERS_SQL,
+    event_params,
 )
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
 
@@ -101,10 +102,10 @@ def compute_features_pandas(con: duckdb.DuckDBPyConnection, requests: pd.DataFra
     con.register(REQUESTS_VIEW, req[["_row", "user_id", "post_id", "ts"]])
     try:
         posts = _posts_of_requests(con, req)
-        max_ts = req["ts"].max()
+        min_ts, max_ts = req["ts"].min(), req["ts"].max()
         base = req.merge(posts, on="post_id", how="left").sort_values(["ts", "_row"])
         frames = [
-            family(con, base, max_ts)[["_row", *_BRANCH_OUTPUTS[family.__name__]]]
+            family(con, base, min_ts, max_ts)[["_row", *_BRANCH_OUTPUTS[family.__name__]]]
             for family in (_post_features, _author_features, _viewer_features, _viewer_author_features, _context_features)
         ]
     finally:
@@ -146,10 +147,10 @@ def _posts_of_requests(con, req: pd.DataFrame) -> pd.DataFrame:
     return posts
 
 
-def _events(con, name: str, before) -> pd.DataFrame:
-    """The events of ``EVENT_QUERIES[name]`` before a time, as running totals per key."""
+def _events(con, name: str, requests_from, requests_to) -> pd.DataFrame:
+    """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key."""
     query = EVENT_QUERIES[name]
-    df = con.sql(query.sql, params=[before]).df()
+    df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).df()
     # a null key matches nothing in the polars as-of join; merge_asof would match null to null
     df = df.dropna(subset=list(query.by)).sort_values("ts")
     df[list(query.values)] = df.groupby(list(query.by), sort=False)[list(query.values)].cumsum()
@@ -217,7 +218,7 @@ def _hours(df: pd.DataFrame, a: str, b: str) -> pd.Series:
 # the four families
 
 
-def _post_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
+def _post_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     df = df.copy()
     df["post_age_h"] = _hours(df, "ts", "post_created_at")
     for fmt in FORMATS:
@@ -228,11 +229,11 @@ def _post_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     df["post_topic"] = df["topic"]
     df["post_has_audio"] = df["audio_id"].notna()
     values = [f"{a}s" for a in POPULARITY_ACTIONS]
-    eng = _events(con, "post_engagements", max_ts)
+    eng = _events(con, "post_engagements", min_ts, max_ts)
     df = _window_counts(df, eng, left_by=["post_id"], right_by=["post_id"], values=values, windows=POPULARITY_WINDOWS, prefix="post_")
     df = df.rename(columns={f"{v}_total": f"post_{v}_total" for v in values})
     label_values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
-    imp = _events(con, "post_impressions", max_ts)
+    imp = _events(con, "post_impressions", min_ts, max_ts)
     df = _totals_before(df, imp, left_by=["post_id"], right_by=["post_id"], values=label_values, suffix="_p")
     df["post_likes_per_hour"] = df["post_likes_total"] / df["post_age_h"].clip(lower=1.0)
     df["post_impressions"] = df["shown_p"].astype("float64")
@@ -242,15 +243,15 @@ def _post_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     return df
 
 
-def _author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
-    followers = _events(con, "author_followers", max_ts)
+def _author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
+    followers = _events(con, "author_followers", min_ts, max_ts)
     df = _totals_before(df, followers, left_by=["author_id"], right_by=["author_id"], values=["followers"], suffix="_a")
-    received = _events(con, "author_engagements", max_ts)
+    received = _events(con, "author_engagements", min_ts, max_ts)
     df = _window_counts(df, received, left_by=["author_id"], right_by=["author_id"], values=["received"], windows=[("28d", 28 * _DAY_S)], prefix="author_")
-    posted = _events(con, "author_posts", max_ts)
+    posted = _events(con, "author_posts", min_ts, max_ts)
     df = _window_counts(df, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
     rate_values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
-    shown = _events(con, "author_impressions", max_ts)
+    shown = _events(con, "author_impressions", min_ts, max_ts)
     df = _totals_before(df, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
     df["author_impressions"] = df["shown_ar"].astype("float64")
     for a in ACTIONS:
@@ -263,9 +264,9 @@ def _author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     return df
 
 
-def _viewer_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
+def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
-    imp = _events(con, "viewer_impressions", max_ts)
+    imp = _events(con, "viewer_impressions", min_ts, max_ts)
     df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
         df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
@@ -281,7 +282,7 @@ def _viewer_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     return df
 
 
-def _viewer_author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
+def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     follows = con.sql(FOLLOW_PAIRS_SQL).df()
     forward = follows.rename(columns={"follower_id": "user_id", "followee_id": "author_id"})
     backward = follows[["followee_id", "follower_id", "follow_created_at"]].rename(
@@ -294,16 +295,16 @@ def _viewer_author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     df["va_followed_back"] = (df["back_created_at"] < df["ts"]).fillna(False).astype(bool)
     df["va_close_friend"] = follows_now & df["close_friend"].eq(True).fillna(False).astype(bool)
     df["va_muted"] = follows_now & df["muted"].eq(True).fillna(False).astype(bool)
-    shown = _events(con, "va_impressions", max_ts)
+    shown = _events(con, "va_impressions", min_ts, max_ts)
     df = _totals_before(df, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
-    engaged = _events(con, "va_engagements", max_ts)
+    engaged = _events(con, "va_engagements", min_ts, max_ts)
     df = _totals_before(
         df, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
         values=["likes", "comments", "interactions"], suffix="_va", keep_last_ts=True,
     )  # fmt: skip
-    mutual = _events(con, "va_mutual_comments", max_ts)
+    mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     df = _totals_before(df, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    topics = _events(con, "viewer_topics", max_ts)
+    topics = _events(con, "viewer_topics", min_ts, max_ts)
     df = _totals_before(
         df, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
         values=list(EVENT_QUERIES["viewer_topics"].values), suffix="_t",
@@ -321,7 +322,7 @@ def _viewer_author_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
     return df
 
 
-def _context_features(con, df: pd.DataFrame, max_ts) -> pd.DataFrame:
+def _context_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     return df.assign(position=df["position"].astype("float64"))
 
 

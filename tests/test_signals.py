@@ -174,6 +174,17 @@ def test_every_registered_feature_is_computed_with_its_family():
     assert all(dtype in (pl.Float64, pl.Boolean) for dtype in frame.select(feature_names()).dtypes)
 
 
+def test_collapsed_old_history_gives_the_same_features():
+    """A request 30 days on reads old events as one opening row per key: same values as in full."""
+    late = _request(at=h(3) + timedelta(days=30))
+    alone = compute_features(_store(), late)  # every event is older than the lookbacks
+    with_early = compute_features(_store(), pl.concat([_request(at=h(0.1)), late])).tail(1)  # nothing collapsed
+    assert_frame_equal(alone, with_early, check_exact=False, rel_tol=1e-12, abs_tol=0)
+    row = alone.row(0, named=True)
+    assert row["post_likes_total"] == 3 and row["post_likes_7d"] == 0
+    assert row["va_days_since_interaction"] == pytest.approx(30.0)  # the like at 03:00 of day 0
+
+
 def test_nothing_is_known_before_anything_happened():
     row = compute_features(_store(), _request(at=h(0) + timedelta(microseconds=1))).row(0, named=True)
     assert row["post_likes_total"] == 0 and row["post_impressions"] == 0 and row["va_likes"] == 0

@@ -77,6 +77,25 @@ class EventQuery:
     sql: str
     by: tuple[str, ...]
     values: tuple[str, ...]
+    lookback_s: int = 0  # the longest window any feature takes over these events
+
+    def fetch_sql(self) -> str:
+        """SQL of the events before ``?`` (the latest request), older ones collapsed per key.
+
+        Events older than the earliest request minus ``lookback_s`` (the second and third ``?``)
+        become one opening row per key: their summed counts at the time of the last of them.
+        A running total, a window and "time since the last event" read from that row are the
+        same as from the events themselves, and a chunk of requests reads a week of events plus
+        one row per key instead of the whole history.
+        """
+        keys = ", ".join(self.by)
+        sums = ", ".join(f"sum({v})::bigint as {v}" for v in self.values)
+        return (
+            f"with events as ({self.sql}) "
+            f"select * from events where ts >= ? "
+            f"union all by name "
+            f"select {keys}, max(ts) as ts, {sums} from events where ts < ? group by {keys}"
+        )
 
 
 _AUTHORS = f"(select p.author_id from posts p where p.post_id in (select post_id from {REQUESTS_VIEW}))"
@@ -93,6 +112,7 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         + f" from engagements where post_id in (select post_id from {REQUESTS_VIEW}) and action != 'follow' and ts < ? group by all",
         ("post_id",),
         _POPULARITY_VALUES,
+        lookback_s=7 * _DAY_S,
     ),
     "post_impressions": EventQuery(
         f"select post_id, ts, count(*) as shown, {_label_sums()} from impressions "
@@ -111,12 +131,14 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         f"where p.author_id in {_AUTHORS} and e.action != 'follow' and e.ts < ? group by all",
         ("author_id",),
         ("received",),
+        lookback_s=28 * _DAY_S,
     ),
     "author_posts": EventQuery(
         f"select author_id, created_at as ts, count(*) as posted, count_if(misinformation)::bigint as misinfo "
         f"from posts where author_id in {_AUTHORS} and created_at < ? group by all",
         ("author_id",),
         ("posted", "misinfo"),
+        lookback_s=7 * _DAY_S,
     ),
     "author_impressions": EventQuery(
         f"select p.author_id, i.ts, count(*) as shown, {_label_sums('i')} "
@@ -129,6 +151,7 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ? group by all",
         ("user_id",),
         _RATE_VALUES,
+        lookback_s=7 * _DAY_S,
     ),
     "va_impressions": EventQuery(
         f"select i.user_id, p.author_id, i.ts, count(*) as shown, count_if(i.profile_tap is true)::bigint as taps "
@@ -355,7 +378,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
     con.register(REQUESTS_VIEW, req.select("_row", "user_id", "post_id", "ts"))
     try:
         posts = _posts_of_requests(con, req)
-        max_ts = req["ts"].max()
+        min_ts, max_ts = req["ts"].min(), req["ts"].max()
         base = (
             req.select("_row", "user_id", "post_id", "ts", "device", "position")
             .join(posts, on="post_id", how="left", maintain_order="left")
@@ -364,7 +387,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
         # One narrow branch per family, each keeping only its own columns, collected together:
         # polars runs them in parallel, and no frame ever holds every intermediate column.
         branches = [
-            family(con, base.lazy(), max_ts).select("_row", *_BRANCH_OUTPUTS[family.__name__])
+            family(con, base.lazy(), min_ts, max_ts).select("_row", *_BRANCH_OUTPUTS[family.__name__])
             for family in (_post_features, _author_features, _viewer_features, _viewer_author_features, _context_features)
         ]
         frames = pl.collect_all(branches)
@@ -403,10 +426,10 @@ def _posts_of_requests(con, req: pl.DataFrame) -> pl.DataFrame:
     return posts
 
 
-def _events(con, name: str, before) -> pl.LazyFrame:
-    """The events of ``EVENT_QUERIES[name]`` before a time, as running totals per key."""
+def _events(con, name: str, requests_from, requests_to) -> pl.LazyFrame:
+    """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key."""
     query = EVENT_QUERIES[name]
-    df = con.sql(query.sql, params=[before]).pl()
+    df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).pl()
     return (
         df.lazy()
         .sort("ts")
@@ -414,6 +437,12 @@ def _events(con, name: str, before) -> pl.LazyFrame:
         .with_columns(pl.col(v).fill_null(0).cum_sum().over(query.by).alias(v) for v in query.values)
         .with_columns(pl.col("ts").alias("_event_ts"))
     )
+
+
+def event_params(query: EventQuery, requests_from, requests_to) -> list:
+    """Parameters of :meth:`EventQuery.fetch_sql` for requests timed in ``[requests_from, requests_to]``."""
+    opening = requests_from - timedelta(seconds=query.lookback_s)
+    return [requests_to, opening, opening]
 
 
 def _totals_before(
@@ -466,7 +495,7 @@ def _hours(a: str, b: str) -> pl.Expr:
 # the four families
 
 
-def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+def _post_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     lf = lf.with_columns(
         _hours("ts", "post_created_at").alias("post_age_h"),
         *(
@@ -479,11 +508,11 @@ def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         pl.col("topic").alias("post_topic"),
         pl.col("audio_id").is_not_null().alias("post_has_audio"),
     )
-    eng = _events(con, "post_engagements", max_ts)
+    eng = _events(con, "post_engagements", min_ts, max_ts)
     values = _POPULARITY_VALUES
     lf = _window_counts(lf, eng, left_by=["post_id"], right_by=["post_id"], values=values, windows=POPULARITY_WINDOWS, prefix="post_")
     lf = lf.rename({f"{v}_total": f"post_{v}_total" for v in values})
-    imp = _events(con, "post_impressions", max_ts)
+    imp = _events(con, "post_impressions", min_ts, max_ts)
     lf = _totals_before(
         lf, imp, left_by=["post_id"], right_by=["post_id"],
         values=_RATE_VALUES, suffix="_p",
@@ -496,15 +525,15 @@ def _post_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     )
 
 
-def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
-    followers = _events(con, "author_followers", max_ts)
+def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
+    followers = _events(con, "author_followers", min_ts, max_ts)
     lf = _totals_before(lf, followers, left_by=["author_id"], right_by=["author_id"], values=["followers"], suffix="_a")
-    received = _events(con, "author_engagements", max_ts)
+    received = _events(con, "author_engagements", min_ts, max_ts)
     lf = _window_counts(lf, received, left_by=["author_id"], right_by=["author_id"], values=["received"], windows=[("28d", 28 * _DAY_S)], prefix="author_")
-    posted = _events(con, "author_posts", max_ts)
+    posted = _events(con, "author_posts", min_ts, max_ts)
     lf = _window_counts(lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
     rate_values = _RATE_VALUES
-    shown = _events(con, "author_impressions", max_ts)
+    shown = _events(con, "author_impressions", min_ts, max_ts)
     lf = _totals_before(lf, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
     return lf.with_columns(
         pl.col("shown_ar").cast(pl.Float64).alias("author_impressions"),
@@ -517,9 +546,9 @@ def _author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     )
 
 
-def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     values = _RATE_VALUES
-    imp = _events(con, "viewer_impressions", max_ts)
+    imp = _events(con, "viewer_impressions", min_ts, max_ts)
     lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
         lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
@@ -534,7 +563,7 @@ def _viewer_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     )
 
 
-def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     follows = con.sql(FOLLOW_PAIRS_SQL).pl()
     forward = follows.rename({"follower_id": "user_id", "followee_id": "author_id"})
     backward = follows.select(
@@ -550,16 +579,16 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
         (follows_now & pl.col("close_friend")).fill_null(False).alias("va_close_friend"),
         (follows_now & pl.col("muted")).fill_null(False).alias("va_muted"),
     )
-    shown = _events(con, "va_impressions", max_ts)
+    shown = _events(con, "va_impressions", min_ts, max_ts)
     lf = _totals_before(lf, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
-    engaged = _events(con, "va_engagements", max_ts)
+    engaged = _events(con, "va_engagements", min_ts, max_ts)
     lf = _totals_before(
         lf, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
         values=["likes", "comments", "interactions"], suffix="_va", keep_last_ts=True,
     )  # fmt: skip
-    mutual = _events(con, "va_mutual_comments", max_ts)
+    mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    topics = _events(con, "viewer_topics", max_ts)
+    topics = _events(con, "viewer_topics", min_ts, max_ts)
     lf = _totals_before(
         lf, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
         values=_TOPIC_VALUES, suffix="_t",
@@ -578,7 +607,7 @@ def _viewer_author_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
     )
 
 
-def _context_features(con, lf: pl.LazyFrame, max_ts) -> pl.LazyFrame:
+def _context_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     return lf.with_columns(pl.col("position").cast(pl.Float64).alias("position"))
 
 
