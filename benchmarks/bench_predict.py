@@ -258,6 +258,8 @@ def main() -> None:
                     entry["lightgbm"] = lightgbm_ratio(trained, frame, args.lightgbm_action)
                 results["surfaces"][surface] = entry
                 print(json.dumps({surface: entry["quality"].get("targets_met")}), flush=True)
+                if args.out:  # after each surface, so a long run that stops still leaves figures
+                    args.out.write_text(json.dumps(results, indent=2, default=str) + "\n")
         finally:
             con.close()
     results["machine"] = machine()
