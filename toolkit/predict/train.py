@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from toolkit.errors import FeedlabError
 from toolkit.predict.model import TrainedSurface
 from toolkit.predict.predict import evaluate_actions, feature_matrix, predict_actions
-from toolkit.store.schema import ACTIONS, SURFACES
+from toolkit.store.schema import ACTIONS
 
 __all__ = ["DEFAULT_PARAMS", "TrainedSurface", "parse_time", "select_actions", "split_times", "train_on_frame", "train_surface"]
 
@@ -190,9 +190,7 @@ def train_surface(
     """
     from toolkit.signals.features import training_frame
 
-    if surface not in SURFACES:
-        raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
-    frame = training_frame(con, surface)
+    frame = training_frame(con, surface)  # refuses an unknown surface
     if frame.height == 0:
         raise FeedlabError(f"the store has no {surface} impressions to train on")
     return train_on_frame(

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from toolkit.errors import FeedlabError
 from toolkit.signals.registry import (
+    FEATURES,
     POPULARITY_ACTIONS,
     POPULARITY_WINDOWS,
     RATE_SMOOTHING,
@@ -472,14 +473,16 @@ def _totals_before(
     return joined.drop(key).with_columns(pl.col(f"{v}{suffix}").fill_null(0) for v in values)
 
 
-def _window_counts(lf, events, *, left_by, right_by, values, windows, prefix):
-    """Counts of events in ``[t - w, t)`` for each window, plus totals before t (``_total``)."""
+def _window_counts(lf, events, *, left_by, right_by, values, windows, prefix, windowed=None):
+    """Totals before t of ``values`` (``<v>_total``) and, for ``windowed`` ones (default all),
+    counts of events in ``[t - w, t)`` for each window (``<prefix><v>_<window>``)."""
+    windowed = list(values if windowed is None else windowed)
     lf = _totals_before(lf, events, left_by=left_by, right_by=right_by, values=values, suffix="_total")
     for name, seconds in windows:
-        lf = _totals_before(lf, events, left_by=left_by, right_by=right_by, values=values, shift_s=seconds, suffix=f"_before_{name}")
+        lf = _totals_before(lf, events, left_by=left_by, right_by=right_by, values=windowed, shift_s=seconds, suffix=f"_before_{name}")
         lf = lf.with_columns(
-            (pl.col(f"{v}_total") - pl.col(f"{v}_before_{name}")).alias(f"{prefix}{v}_{name}") for v in values
-        ).drop(f"{v}_before_{name}" for v in values)
+            (pl.col(f"{v}_total") - pl.col(f"{v}_before_{name}")).alias(f"{prefix}{v}_{name}") for v in windowed
+        ).drop(f"{v}_before_{name}" for v in windowed)
     return lf
 
 
@@ -531,7 +534,10 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     received = _events(con, "author_engagements", min_ts, max_ts)
     lf = _window_counts(lf, received, left_by=["author_id"], right_by=["author_id"], values=["received"], windows=[("28d", 28 * _DAY_S)], prefix="author_")
     posted = _events(con, "author_posts", min_ts, max_ts)
-    lf = _window_counts(lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"], windows=[("7d", 7 * _DAY_S)], prefix="author_")
+    lf = _window_counts(
+        lf, posted, left_by=["author_id"], right_by=["author_id"], values=["posted", "misinfo"],
+        windows=[("7d", 7 * _DAY_S)], prefix="author_", windowed=["posted"],
+    )  # fmt: skip
     rate_values = _RATE_VALUES
     shown = _events(con, "author_impressions", min_ts, max_ts)
     lf = _totals_before(lf, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
@@ -547,17 +553,18 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
 
 
 def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
-    values = _RATE_VALUES
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
-    lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
-    for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
-        lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
-        lf = lf.with_columns((pl.col("shown_v") - pl.col(f"shown_v{name}")).cast(pl.Float64).alias(f"viewer_impressions_{name}"))
+    lf = _window_counts(
+        lf, imp, left_by=["user_id"], right_by=["user_id"], values=_RATE_VALUES,
+        windows=[("24h", _DAY_S), ("7d", 7 * _DAY_S)], prefix="viewer_", windowed=["shown"],
+    )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).pl()
     lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
     return lf.with_columns(
-        pl.col("shown_v").cast(pl.Float64).alias("viewer_impressions_total"),
-        *(_rate(f"pos_{a}_v", f"obs_{a}_v").alias(f"viewer_rate_{a}") for a in ACTIONS),
+        pl.col("viewer_shown_24h").cast(pl.Float64).alias("viewer_impressions_24h"),
+        pl.col("viewer_shown_7d").cast(pl.Float64).alias("viewer_impressions_7d"),
+        pl.col("shown_total").cast(pl.Float64).alias("viewer_impressions_total"),
+        *(_rate(f"pos_{a}_total", f"obs_{a}_total").alias(f"viewer_rate_{a}") for a in ACTIONS),
         *((pl.col("device") == d).fill_null(False).alias(f"viewer_device_{d}") for d in DEVICES),
         (_hours("ts", "viewer_created_at") / 24).alias("viewer_account_age_d"),
     )
@@ -612,8 +619,6 @@ def _context_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
 
 
 def _family_outputs() -> dict[str, list[str]]:
-    from toolkit.signals.registry import FEATURES
-
     out = {
         f"_{family}_features": [f.name for f in FEATURES.values() if f.family == family]
         for family in ("post", "author", "viewer", "context")
