@@ -52,6 +52,7 @@ from toolkit.signals.registry import (
     POPULARITY_ACTIONS,
     POPULARITY_WINDOWS,
     RATE_SMOOTHING,
+    TOPIC_LIFT_PSEUDOCOUNT,
     feature_names,
 )
 from toolkit.signals.features import (
@@ -151,9 +152,13 @@ def _events(con, name: str, requests_from, requests_to) -> pd.DataFrame:
     """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key."""
     query = EVENT_QUERIES[name]
     df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).df()
+    return _running_totals(df, by=list(query.by), values=list(query.values))
+
+
+def _running_totals(df: pd.DataFrame, *, by: list[str], values: list[str]) -> pd.DataFrame:
     # a null key matches nothing in the polars as-of join; merge_asof would match null to null
-    df = df.dropna(subset=list(query.by)).sort_values("ts")
-    df[list(query.values)] = df.groupby(list(query.by), sort=False)[list(query.values)].cumsum()
+    df = df.dropna(subset=by).sort_values("ts", kind="stable")
+    df[values] = df.groupby(by, sort=False)[values].cumsum()
     df["_event_ts"] = df["ts"]
     return df
 
@@ -304,11 +309,12 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     df = _totals_before(df, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    topics = _events(con, "viewer_topics", min_ts, max_ts)
-    df = _totals_before(
-        df, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
-        values=list(EVENT_QUERIES["viewer_topics"].values), suffix="_t",
-    )  # fmt: skip
+    query = EVENT_QUERIES["viewer_topics"]
+    topic_events = con.sql(query.fetch_sql(), params=event_params(query, min_ts, max_ts)).df()
+    values = list(query.values)
+    for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
+        totals = _running_totals(topic_events.copy(), by=by, values=values)
+        df = _totals_before(df, totals, left_by=by, right_by=by, values=values, suffix=suffix)
     df["va_impressions"] = df["shown_va"].astype("float64")
     df["va_likes"] = df["likes_va"].astype("float64")
     df["va_comments"] = df["comments_va"].astype("float64")
@@ -319,7 +325,16 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     df["va_topic_dwell_rate"] = _rate(df, "topic_dwells_t", "topic_dwell_obs_t")
     df["va_topic_engagement_rate"] = _rate(df, "topic_engaged_t", "topic_shown_t")
     df["_topic_shown"] = df["topic_shown_t"]  # va_topic_share needs the viewer's total
+    for v, name in (("recommended", "recommended"), ("dwells", "dwell"), ("engaged", "engaged")):
+        df[f"va_topic_{name}_share"] = df[f"topic_{v}_t"] / (df[f"topic_{v}_u"] + 1)
+    df["va_topic_dwell_lift"] = _lift(df, "topic_dwells", "topic_dwell_obs")
+    df["va_topic_engagement_lift"] = _lift(df, "topic_engaged", "topic_shown")
     return df
+
+
+def _lift(df: pd.DataFrame, pos: str, obs: str) -> pd.Series:
+    overall = (df[f"{pos}_u"] + 1) / (df[f"{obs}_u"] + 2)
+    return (df[f"{pos}_t"] + TOPIC_LIFT_PSEUDOCOUNT * overall) / (df[f"{obs}_t"] + TOPIC_LIFT_PSEUDOCOUNT) / overall
 
 
 def _context_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:

@@ -51,13 +51,13 @@ def _store() -> duckdb.DuckDBPyConnection:
         cols = ", ".join(f'"{k}"' for k in row)
         con.execute(f"insert into posts ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
     impressions = [
-        # id, user, post, ts, labels
-        (1, 1, 10, h(10 / 60), dict(dwell=True, like=False)),
-        (2, 3, 10, h(20 / 60), dict(like=True)),
-        (3, 1, 11, h(2), dict(like=True, profile_tap=True)),
+        # id, user, post, surface, ts, labels
+        (1, 1, 10, "explore", h(10 / 60), dict(dwell=True, like=False)),
+        (2, 3, 10, "feed", h(20 / 60), dict(like=True)),
+        (3, 1, 11, "reels", h(2), dict(like=True, profile_tap=True)),
     ]
-    for iid, user, post, ts, labels in impressions:
-        row = {"impression_id": iid, "user_id": user, "post_id": post, "surface": "feed", "ts": ts, "position": 0, "device": "ios"}
+    for iid, user, post, surface, ts, labels in impressions:
+        row = {"impression_id": iid, "user_id": user, "post_id": post, "surface": surface, "ts": ts, "position": 0, "device": "ios"}
         row.update({a: labels.get(a, False if a in ("dwell", "like", "profile_tap") else None) for a in ACTIONS})
         cols = ", ".join(f'"{k}"' for k in row)
         con.execute(f"insert into impressions ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
@@ -132,6 +132,14 @@ EXPECTED = {
     "va_topic_dwell_rate": 1 / 6,  # the one earlier topic-3 impression was dwelled on
     "va_topic_engagement_rate": 0.0,  # ... but not liked, commented, shared or saved
     "va_topic_like_lift": 0.0,  # a topic like rate of 0 over an overall like rate of 1/7
+    # viewer 1's two earlier impressions: topic 3 on Explore (dwell), topic 5 on Reels (like, tap)
+    "va_topic_recommended_share": 1 / 3,  # 1 of 2 Explore/Reels impressions, +1 smoothing
+    "va_topic_dwell_share": 1 / 2,  # the viewer's only dwell, +1 smoothing
+    "va_topic_engaged_share": 0.0,  # the viewer's one engaged impression was on topic 5
+    # overall dwell rate (1 + 1) / (2 + 2) = 1/2; on topic 3: (1 + 10 * 1/2) / (1 + 10)
+    "va_topic_dwell_lift": (6 / 11) / (1 / 2),
+    # overall engagement rate (1 + 1) / (2 + 2) = 1/2; on topic 3: (0 + 10 * 1/2) / (1 + 10)
+    "va_topic_engagement_lift": (5 / 11) / (1 / 2),
     # author rates: impressions of author 2's posts before t: 00:10 (dwell), 00:20 (like), 02:00 (like, tap)
     "author_impressions": 3.0,
     "author_rate_like": 2 / 8,

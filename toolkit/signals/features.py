@@ -46,9 +46,10 @@ from toolkit.signals.registry import (
     POPULARITY_ACTIONS,
     POPULARITY_WINDOWS,
     RATE_SMOOTHING,
+    TOPIC_LIFT_PSEUDOCOUNT,
     feature_names,
 )
-from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, SURFACES
+from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, RECOMMENDATION_SURFACES, SURFACES
 
 #: Features computed after the branches, from columns of two of them.
 CROSS_BRANCH = ("va_topic_share", "va_topic_like_lift")
@@ -102,7 +103,10 @@ class EventQuery:
 _AUTHORS = f"(select p.author_id from posts p where p.post_id in (select post_id from {REQUESTS_VIEW}))"
 _PAIRS = f"(select r.user_id, p.author_id from {REQUESTS_VIEW} r join posts p using (post_id))"
 _RATE_VALUES = ("shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS))
-_TOPIC_VALUES = ("topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs", "topic_engaged")
+_TOPIC_VALUES = (
+    "topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs", "topic_engaged", "topic_recommended",
+)  # fmt: skip
+_RECOMMENDED_SQL = ", ".join(f"'{s}'" for s in RECOMMENDATION_SURFACES)
 _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
 
 #: Every event source the features read, by name: the one place their SQL is written.
@@ -180,7 +184,8 @@ EVENT_QUERIES: dict[str, EventQuery] = {
     "viewer_topics": EventQuery(
         f'select i.user_id, p.topic, i.ts, count(*) as topic_shown, count_if(i."like" is true)::bigint as topic_likes, '
         f'count(i."like") as topic_like_obs, count_if(i.dwell is true)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs, '
-        f'count_if(i."like" is true or i.comment is true or i.share is true or i.save is true)::bigint as topic_engaged '
+        f'count_if(i."like" is true or i.comment is true or i.share is true or i.save is true)::bigint as topic_engaged, '
+        f"count_if(i.surface in ({_RECOMMENDED_SQL}))::bigint as topic_recommended "
         f"from impressions i join posts p using (post_id) "
         f"where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ? group by all",
         ("user_id", "topic"),
@@ -427,15 +432,22 @@ def _posts_of_requests(con, req: pl.DataFrame) -> pl.DataFrame:
     return posts
 
 
-def _events(con, name: str, requests_from, requests_to) -> pl.LazyFrame:
-    """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key."""
+def _events(con, name: str, requests_from, requests_to, *, by: Sequence[str] | None = None) -> pl.LazyFrame:
+    """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key.
+
+    ``by`` sums over a coarser key than the query's own (a viewer's totals over all topics, say).
+    """
     query = EVENT_QUERIES[name]
     df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).pl()
+    return _running_totals(df, by=query.by if by is None else by, values=query.values)
+
+
+def _running_totals(df: pl.DataFrame, *, by: Sequence[str], values: Sequence[str]) -> pl.LazyFrame:
     return (
         df.lazy()
         .sort("ts")
         # the SQL never yields a null count; were one to slip in, it must not zero later totals
-        .with_columns(pl.col(v).fill_null(0).cum_sum().over(query.by).alias(v) for v in query.values)
+        .with_columns(pl.col(v).fill_null(0).cum_sum().over(by).alias(v) for v in values)
         .with_columns(pl.col("ts").alias("_event_ts"))
     )
 
@@ -595,11 +607,11 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    topics = _events(con, "viewer_topics", min_ts, max_ts)
-    lf = _totals_before(
-        lf, topics, left_by=["user_id", "topic"], right_by=["user_id", "topic"],
-        values=_TOPIC_VALUES, suffix="_t",
-    )  # fmt: skip
+    query = EVENT_QUERIES["viewer_topics"]
+    topic_events = con.sql(query.fetch_sql(), params=event_params(query, min_ts, max_ts)).pl()
+    for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
+        totals = _running_totals(topic_events, by=by, values=_TOPIC_VALUES)
+        lf = _totals_before(lf, totals, left_by=by, right_by=by, values=_TOPIC_VALUES, suffix=suffix)
     return lf.with_columns(
         pl.col("shown_va").cast(pl.Float64).alias("va_impressions"),
         pl.col("likes_va").cast(pl.Float64).alias("va_likes"),
@@ -611,7 +623,19 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
         _rate("topic_dwells_t", "topic_dwell_obs_t").alias("va_topic_dwell_rate"),
         _rate("topic_engaged_t", "topic_shown_t").alias("va_topic_engagement_rate"),
         pl.col("topic_shown_t").alias("_topic_shown"),  # va_topic_share needs the viewer's total
+        *(
+            (pl.col(f"topic_{v}_t") / (pl.col(f"topic_{v}_u") + 1)).alias(f"va_topic_{name}_share")
+            for v, name in (("recommended", "recommended"), ("dwells", "dwell"), ("engaged", "engaged"))
+        ),
+        _lift("topic_dwells", "topic_dwell_obs").alias("va_topic_dwell_lift"),
+        _lift("topic_engaged", "topic_shown").alias("va_topic_engagement_lift"),
     )
+
+
+def _lift(pos: str, obs: str) -> pl.Expr:
+    """The viewer's rate on the topic over their rate on every topic, shrunk towards 1 when the topic is rarely seen."""
+    overall = (pl.col(f"{pos}_u") + 1) / (pl.col(f"{obs}_u") + 2)
+    return (pl.col(f"{pos}_t") + TOPIC_LIFT_PSEUDOCOUNT * overall) / (pl.col(f"{obs}_t") + TOPIC_LIFT_PSEUDOCOUNT) / overall
 
 
 def _context_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:

@@ -28,6 +28,9 @@ POPULARITY_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86_400)
 POPULARITY_ACTIONS: tuple[str, ...] = ("like", "comment", "share", "save")
 #: Pseudo-count that shrinks a rate towards 0 when it rests on few impressions.
 RATE_SMOOTHING = 5.0
+#: Pseudo-impressions of a topic at the viewer's overall rate: a topic lift on a handful of
+#: impressions stays near 1 instead of swinging to 0 or 5.
+TOPIC_LIFT_PSEUDOCOUNT = 10.0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,11 @@ def _features() -> dict[str, Feature]:
     add("va_topic_engagement_rate", "viewer_author", "share of the viewer's earlier impressions of the post's topic with a like, comment, share or save (smoothed)")
     add("va_topic_like_lift", "viewer_author", "the viewer's like rate on the post's topic over their like rate overall")
     add("va_topic_share", "viewer_author", "share of the viewer's earlier impressions that were of the post's topic")
+    add("va_topic_recommended_share", "viewer_author", "share of the viewer's earlier Explore and Reels impressions that were of the post's topic (what recommendations have learned of their taste)")
+    add("va_topic_dwell_share", "viewer_author", "share of the viewer's earlier dwells that were on the post's topic")
+    add("va_topic_engaged_share", "viewer_author", "share of the viewer's earlier liked, commented, shared or saved impressions that were of the post's topic")
+    add("va_topic_dwell_lift", "viewer_author", f"the viewer's dwell rate on the post's topic over their dwell rate on every topic, shrunk towards 1 by {TOPIC_LIFT_PSEUDOCOUNT:g} pseudo-impressions")
+    add("va_topic_engagement_lift", "viewer_author", f"the viewer's like/comment/share/save rate on the post's topic over their rate on every topic, shrunk towards 1 by {TOPIC_LIFT_PSEUDOCOUNT:g} pseudo-impressions")
 
     # --- context -------------------------------------------------------------------------------
     add("position", "context", "0-based slot the item is shown in (0 when scoring a candidate for the top)")

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 SCHEMA_VERSION = 1
 
 SURFACES: tuple[str, ...] = ("feed", "stories", "explore", "reels")
+#: Surfaces that recommend accounts the viewer does not follow (the rest show followed accounts).
+RECOMMENDATION_SURFACES: tuple[str, ...] = ("explore", "reels")
 FORMATS: tuple[str, ...] = ("photo", "video", "carousel", "story", "reel")
 DEVICES: tuple[str, ...] = ("ios", "android", "web")
 #: Actions a model predicts per impression (labels in ``impressions``), in a fixed order.
