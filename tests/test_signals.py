@@ -308,3 +308,11 @@ def test_docs_list_every_feature():
     text = (Path(__file__).resolve().parents[1] / "docs" / "signals.md").read_text()
     assert features_markdown() in text, "regenerate the tables of docs/signals.md with features_markdown()"
     assert all(f"`{name}`" in text for name in FEATURES)
+
+
+def test_progress_bar_counts_the_signal_families(capsys):
+    compute_features(_store(), _request(), progress="features feed")
+    err = capsys.readouterr().err
+    assert "features feed" in err and "5/5" in err
+    compute_features(_store(), _request())
+    assert capsys.readouterr().err == ""

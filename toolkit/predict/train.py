@@ -190,7 +190,7 @@ def train_surface(
     """
     from toolkit.signals.features import training_frame
 
-    frame = training_frame(con, surface)  # refuses an unknown surface
+    frame = training_frame(con, surface, progress=progress)  # refuses an unknown surface
     if frame.height == 0:
         raise FeedlabError(f"the store has no {surface} impressions to train on")
     return train_on_frame(

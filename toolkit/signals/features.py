@@ -215,6 +215,7 @@ def training_frame(
     *,
     start: datetime | None = None,
     end: datetime | None = None,
+    progress: bool = False,
 ) -> pl.DataFrame:
     """Features and labels of every impression of a surface (with ``start <= ts < end``).
 
@@ -243,7 +244,8 @@ def training_frame(
         f"where {' and '.join(where)} order by ts, impression_id",
         params=params,
     ).pl()
-    features = compute_features(con, impressions.select("impression_id", "user_id", "post_id", "ts", "device", "position"))
+    requests = impressions.select("impression_id", "user_id", "post_id", "ts", "device", "position")
+    features = compute_features(con, requests, progress=f"features {surface}" if progress else False)
     return features.drop("device").hstack(impressions.select(*ACTIONS, *(f"p_{a}" for a in ACTIONS)))
 
 
@@ -365,8 +367,12 @@ def scoring_frame(
     return compute_features(con, requests).drop("device")
 
 
-def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> pl.DataFrame:
+def compute_features(
+    con: duckdb.DuckDBPyConnection, requests: pl.DataFrame, *, progress: bool | str = False
+) -> pl.DataFrame:
     """Every registered feature for each request (user_id, post_id, ts, device, position), in input order.
+
+    ``progress`` shows a bar over the five signal families (a string is its label).
 
     ``position`` may be left out (then 0: the top slot). Extra columns of ``requests`` (an impression_id, say) are kept in front. A request for a
     post that does not exist, or that did not exist yet at its time, is a
@@ -393,6 +399,8 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
         # One narrow branch per family, each keeping only its own columns, collected one after
         # another: each runs multi-threaded on its own, and collecting them together held every
         # branch's intermediate frames at once (1.6 GB more at peak for 1.1M requests).
+        families = (_post_features, _author_features, _viewer_features, _viewer_author_features, _context_features)
+        label = progress if isinstance(progress, str) else "features"
         frames = [
             family(con, base.lazy(), min_ts, max_ts)
             .select("_row", *_BRANCH_OUTPUTS[family.__name__])
@@ -400,7 +408,7 @@ def compute_features(con: duckdb.DuckDBPyConnection, requests: pl.DataFrame) -> 
             # counts come out of DuckDB as integers; one float dtype keeps model matrices simple
             .with_columns((cs.integer() - cs.by_name("_row")).cast(pl.Float64))
             .collect()
-            for family in (_post_features, _author_features, _viewer_features, _viewer_author_features, _context_features)
+            for family in tqdm(families, desc=label, unit="family", disable=not progress)
         ]
     finally:
         con.unregister(REQUESTS_VIEW)
