@@ -190,6 +190,38 @@ def lightgbm_ratio(trained, frame, action: str) -> dict:
     }
 
 
+def diagnostics(trained, frame, actions: list[str]) -> dict:
+    """What bounds the scores: the oracle's own ECE on the same rows (sampling noise alone), and
+    the AUC gap by how much history the viewer had (quartiles of viewer_impressions_total)."""
+    import polars as pl
+
+    from toolkit.predict import predict_actions
+    from toolkit.predict.metrics import expected_calibration_error, roc_auc
+
+    test = frame.filter(pl.col("ts") >= trained.train_until)
+    predictions = predict_actions(trained, test).select(pl.col(f"p_{a}").alias(f"pred_{a}") for a in actions)
+    test = pl.concat([test, predictions], how="horizontal")
+    edges = test["viewer_impressions_total"].quantile(0.25), test["viewer_impressions_total"].quantile(0.5), test["viewer_impressions_total"].quantile(0.75)
+    bucket = (
+        pl.when(pl.col("viewer_impressions_total") < edges[0]).then(pl.lit(f"q1 <{edges[0]:.0f}"))
+        .when(pl.col("viewer_impressions_total") < edges[1]).then(pl.lit(f"q2 <{edges[1]:.0f}"))
+        .when(pl.col("viewer_impressions_total") < edges[2]).then(pl.lit(f"q3 <{edges[2]:.0f}"))
+        .otherwise(pl.lit(f"q4 >={edges[2]:.0f}"))
+    )  # fmt: skip
+    test = test.with_columns(bucket.alias("_history"))
+    out: dict = {"oracle_ece": {}, "auc_gap_by_viewer_history": {}}
+    for action in actions:
+        rows = test.filter(pl.col(action).is_not_null())
+        y = rows[action].cast(pl.Float64).to_numpy()
+        out["oracle_ece"][action] = round(expected_calibration_error(y, rows[f"p_{action}"].to_numpy()), 4)
+        gaps = {}
+        for name, part in sorted(rows.group_by("_history"), key=lambda kv: kv[0][0]):
+            yy = part[action].cast(pl.Float64).to_numpy()
+            gaps[name[0]] = round(roc_auc(yy, part[f"p_{action}"].to_numpy()) - roc_auc(yy, part[f"pred_{action}"].to_numpy()), 4)
+        out["auc_gap_by_viewer_history"][action] = gaps
+    return out
+
+
 def quality(trained, truth_auc: dict[str, float]) -> dict:
     """The issue's targets on the actions with enough test positives, with pass flags."""
     rows = {}
@@ -253,6 +285,7 @@ def main() -> None:
                     "rows": trained.rows,
                     "predict": predict_speed(trained, frame),
                     "quality": quality(trained, truth_inputs_auc(con, trained, frame, judged) if judged else {}),
+                    "diagnostics": diagnostics(trained, frame, judged),
                 }
                 if surface == args.surfaces.split(",")[0]:
                     entry["lightgbm"] = lightgbm_ratio(trained, frame, args.lightgbm_action)
