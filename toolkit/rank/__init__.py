@@ -1,0 +1,23 @@
+"""Stages 1, 4 and 5 of the seeds' pipeline: candidates, the value model, and the rules after it."""
+
+from toolkit.rank.config import (
+    ActionWeight,
+    RuleSpec,
+    SurfaceConfig,
+    load_surfaces,
+    parse_weights,
+    resolve_rules,
+    resolve_weights,
+    surface_config,
+)
+
+__all__ = [
+    "ActionWeight",
+    "RuleSpec",
+    "SurfaceConfig",
+    "load_surfaces",
+    "parse_weights",
+    "resolve_rules",
+    "resolve_weights",
+    "surface_config",
+]
