@@ -1,0 +1,112 @@
+"""Where the predictors' AUC gap to the oracle goes: retrain with one true latent input added.
+
+On a simulated store, each run trains a surface's models on the registered signals plus one of
+the simulator's own inputs (the viewer's true topic interest, the post's true quality, the
+follow's true closeness, the viewer's true taste for the action), with the same booster and
+split as ``train_on_frame``. The drop in the mean AUC gap is what the signals lose on that latent.
+Prints JSON.
+
+    python benchmarks/ablate_signals.py --db data/feedlab.duckdb --surfaces stories,explore
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common import machine
+
+MIN_TEST_POSITIVES = 1000
+LATENTS = ("topic_match", "quality", "tie", "propensity")
+
+
+def with_latents(con, frame):
+    """The training frame plus ``true_<latent>`` columns (propensity per action)."""
+    import polars as pl
+
+    from toolkit.store.schema import ACTIONS
+
+    inputs = con.sql("select impression_id, topic_match, quality, tie from sim_impression_inputs").pl()
+    tastes = con.sql("select * from sim_accounts").pl().select(
+        "user_id", *(pl.col(f"propensity_{a}").alias(f"true_propensity_{a}") for a in ACTIONS)
+    )
+    inputs = inputs.rename({c: f"true_{c}" for c in ("topic_match", "quality", "tie")})
+    return frame.join(inputs, on="impression_id", how="left", maintain_order="left").join(
+        tastes, on="user_id", how="left", maintain_order="left"
+    )
+
+
+def gaps(frame, surface: str, extra: list[str] | None) -> dict[str, float]:
+    """AUC gap to the oracle per judged action, training on the signals plus ``extra`` columns.
+
+    ``extra=None`` is the plain signals; ``["propensity"]`` adds each action's own true taste.
+    """
+    import numpy as np
+    import polars as pl
+    import xgboost as xgb
+
+    from toolkit.predict.metrics import roc_auc
+    from toolkit.predict.train import DEFAULT_PARAMS, EARLY_STOPPING_ROUNDS, MAX_ROUNDS, split_times
+    from toolkit.signals.registry import feature_names
+    from toolkit.store.schema import ACTIONS
+
+    frame = frame.sort("ts", maintain_order=True)
+    bounds = split_times(frame["ts"])
+    T, V = bounds["train_until"], bounds["valid_start"]
+    parts = {
+        "fit": frame.filter(pl.col("ts") < V),
+        "valid": frame.filter((pl.col("ts") >= V) & (pl.col("ts") < T)),
+        "test": frame.filter(pl.col("ts") >= T),
+    }
+    out = {}
+    for action in ACTIONS:
+        if action not in frame.columns or parts["test"][action].sum() < MIN_TEST_POSITIVES:
+            continue
+        extra_cols = [f"true_propensity_{action}" if e == "propensity" else f"true_{e}" for e in (extra or [])]
+        cols = feature_names() + extra_cols
+        data = {}
+        for name, df in parts.items():
+            df = df.filter(pl.col(action).is_not_null())
+            data[name] = (df.select(cols).cast(pl.Float32).to_numpy(), df[action].cast(pl.Float32).to_numpy(), df)
+        dfit = xgb.QuantileDMatrix(data["fit"][0], data["fit"][1], missing=np.nan)
+        dvalid = xgb.QuantileDMatrix(data["valid"][0], data["valid"][1], missing=np.nan, ref=dfit)
+        booster = xgb.train(
+            {**DEFAULT_PARAMS, "seed": 0}, dfit, num_boost_round=MAX_ROUNDS, evals=[(dvalid, "valid")],
+            early_stopping_rounds=EARLY_STOPPING_ROUNDS, verbose_eval=False,
+        )  # fmt: skip
+        X, y, test = data["test"]
+        p = booster.inplace_predict(X, iteration_range=(0, booster.best_iteration + 1))
+        out[action] = round(roc_auc(y, test[f"p_{action}"].to_numpy()) - roc_auc(y, p), 4)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--db", type=Path, required=True, help="a simulated store (feedlab synth)")
+    parser.add_argument("--surfaces", default="stories,explore")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args()
+
+    from toolkit.signals import training_frame
+    from toolkit.store import connect
+
+    con = connect(args.db, read_only=True)
+    results: dict = {"benchmark": "ablate_signals", "machine": machine(), "surfaces": {}}
+    for surface in args.surfaces.split(","):
+        frame = with_latents(con, training_frame(con, surface))
+        runs = {"signals": gaps(frame, surface, None)}
+        for latent in LATENTS:
+            runs[f"signals+true_{latent}"] = gaps(frame, surface, [latent])
+        results["surfaces"][surface] = {
+            name: {"mean_auc_gap": round(sum(g.values()) / len(g), 4) if g else None, "auc_gap": g} for name, g in runs.items()
+        }
+        print(json.dumps({surface: {k: v["mean_auc_gap"] for k, v in results["surfaces"][surface].items()}}), flush=True)
+    text = json.dumps(results, indent=2)
+    if args.out:
+        args.out.write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
