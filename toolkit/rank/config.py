@@ -94,6 +94,8 @@ class SurfaceConfig:
     rules: Mapping[str, RuleSpec]
     #: further candidate parameters (coengagement_lookback_days, popular_posts, ...)
     options: Mapping[str, Any] = field(default_factory=dict)
+    #: the position-attention model policies are scored with: P(look at position k) = 1 / (1 + k / tau) ** power
+    attention: Mapping[str, float] = field(default_factory=lambda: {"tau": 10.0, "power": 0.8})
 
     @property
     def actions(self) -> tuple[str, ...]:
@@ -130,6 +132,8 @@ def _surface(name: str, raw: dict, path: Path) -> SurfaceConfig:
         window = float(raw.pop("candidate_window_hours"))
         max_candidates = int(raw.pop("max_candidates"))
         description = str(raw.pop("description", ""))
+        attention_raw = raw.pop("attention", {"tau": 10.0, "power": 0.8})
+        attention = {key: _finite(attention_raw[key], f"{where} attention.{key}") for key in ("tau", "power")}
     except KeyError as exc:
         raise FeedlabError(f"{where}: missing {exc.args[0]!r}") from None
     bad_sources = [s for s in sources if s not in CANDIDATE_SOURCES]
@@ -156,6 +160,7 @@ def _surface(name: str, raw: dict, path: Path) -> SurfaceConfig:
         weights=weights,
         rules={n: rules[n] for n in RULE_PARAMS if n in rules},  # in the order they are applied
         options=raw,
+        attention=attention,
     )
 
 
@@ -189,6 +194,8 @@ def _rule(rule: str, enabled: bool, params: dict, where: str) -> RuleSpec:
         out[key] = value
     if rule == "author_diversity" and out["mode"] not in AUTHOR_DIVERSITY_MODES:
         raise FeedlabError(f"{where}: author_diversity.mode must be one of {', '.join(AUTHOR_DIVERSITY_MODES)}")
+    if rule == "author_diversity" and out["max_in_row"] < 1:
+        raise FeedlabError(f"{where}: author_diversity.max_in_row must be at least 1 (got {out['max_in_row']})")
     return RuleSpec(rule, enabled, out)
 
 
