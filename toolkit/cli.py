@@ -130,6 +130,40 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_rank(args: argparse.Namespace) -> int:
+    from toolkit.rank import parse_weights, rank
+
+    rules = {name.strip(): False for name in (args.rules_off or "").split(",") if name.strip()}
+    top = rank(
+        args.db, args.surface, args.user, at=args.at, weights=parse_weights(args.weights or ""), rules=rules or None, k=args.k
+    )
+    if args.json:
+        _print_json({"surface": args.surface, "user_id": args.user, "items": top.to_dicts()})
+        return 0
+    if top.height == 0:
+        print(f"no {args.surface} candidates for user {args.user}")
+        return 0
+    _print_ranking(top)
+    return 0
+
+
+def _print_ranking(top) -> None:
+    """One line per shown post: position, post, author, score, the largest contributions, the rules."""
+    import polars as pl
+
+    contributions = [c for c in top.columns if c.startswith("contribution_")]
+    lines = top.with_columns(
+        pl.concat_list(
+            pl.struct(pl.lit(c.removeprefix("contribution_")).alias("a"), pl.col(c).alias("v")) for c in contributions
+        ).alias("_c")
+    )
+    for row in lines.iter_rows(named=True):
+        parts = sorted(row["_c"], key=lambda x: -abs(x["v"]))[:3]
+        why = ", ".join(f"{p['a']} {p['v']:+.3f}" for p in parts)
+        rules = "; ".join(r["effect"] for r in row["rules"]) or "-"
+        print(f"{row['position']:>3}  post {row['post_id']:<8} by {row['author_id']:<6} score {row['score']:.4f}  ({why})  rules: {rules}")
+
+
 def _print_metrics(table) -> None:
     """The metrics table, one aligned line per action (polars' table, every row and column)."""
     import polars as pl
@@ -214,6 +248,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", "Score a surface's saved models on the impressions at or after their train-until.", _cmd_evaluate)
     p.add_argument("--surface", required=True, choices=SURFACES)
+
+    p = add("rank", "Rank a viewer's candidates on a surface and say why each post is where it is.", _cmd_rank)
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--user", type=int, required=True, help="the viewer's user_id")
+    p.add_argument("--weights", metavar="A=W,...", help="action weights over the surface's defaults, e.g. like=2,comment=5")
+    p.add_argument("--rules-off", metavar="RULE,...", help="rules to switch off, e.g. author_diversity,close_friends_boost")
+    p.add_argument("--at", metavar="TIME", help="rank as of this date or time (default: just after the store's last event)")
+    p.add_argument("--k", type=int, default=20, help="posts to show (default 20)")
     return parser
 
 

@@ -11,7 +11,11 @@ from toolkit.rank.config import (
     surface_config,
 )
 
+from toolkit.rank.ranker import RankingCache, rank
+
 __all__ = [
+    "RankingCache",
+    "rank",
     "ActionWeight",
     "RuleSpec",
     "SurfaceConfig",

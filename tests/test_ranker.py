@@ -1,0 +1,184 @@
+"""rank() end to end on a small world, the cached re-ranker against it, and bad input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import polars as pl
+import pytest
+
+from toolkit.errors import FeedlabError
+from toolkit.predict import save_models, train_surface
+from toolkit.rank import RankingCache, rank
+from toolkit.rank import ranker as R
+from toolkit.rank.config import RuleSpec
+from toolkit.store import connect
+
+
+@pytest.fixture(scope="session")
+def ranked_world(small_world_path):
+    """The small world with saved feed and explore models (few rounds: speed, not quality)."""
+    con = connect(small_world_path, read_only=True)
+    try:
+        for surface in ("feed", "explore"):
+            trained = train_surface(con, surface, max_rounds=40, progress=False)
+            save_models(trained, small_world_path)
+    finally:
+        con.close()
+    return small_world_path
+
+
+def _busiest_viewers(path, surface: str, n: int) -> list[int]:
+    con = connect(path, read_only=True)
+    try:
+        rows = con.sql(
+            "select user_id from impressions where surface = ? group by user_id order by count(*) desc, user_id limit ?",
+            params=[surface, n],
+        ).fetchall()
+    finally:
+        con.close()
+    return [r[0] for r in rows]
+
+
+def test_rank_returns_ordered_items_with_contributions(ranked_world):
+    user = _busiest_viewers(ranked_world, "feed", 1)[0]
+    top = rank(ranked_world, "feed", user, k=10, rules={"author_diversity": False})
+    assert 0 < top.height <= 10
+    assert top["position"].to_list() == list(range(top.height))
+    assert top["score"].is_sorted(descending=True)
+    contributions = [c for c in top.columns if c.startswith("contribution_")]
+    assert {c.removeprefix("contribution_") for c in contributions} == {c.removeprefix("p_") for c in top.columns if c.startswith("p_")}
+    # contributions add up to the score before rules, and each is weight x probability
+    assert top.select(pl.sum_horizontal(contributions) - pl.col("base_score")).to_series().abs().max() < 1e-9
+    assert (top["contribution_comment"] - 6.0 * top["p_comment"]).abs().max() < 1e-9
+    assert top.schema["rules"] == pl.List(pl.Struct({"rule": pl.String, "effect": pl.String, "factor": pl.Float64}))
+
+
+def test_weights_change_the_order_without_new_predictions(ranked_world, monkeypatch):
+    user = _busiest_viewers(ranked_world, "feed", 1)[0]
+    cache = RankingCache.build(ranked_world, "feed", [user], rules={"author_diversity": False}, progress=False)
+    base = cache.rerank(k=5)["post_id"].to_list()
+    monkeypatch.setattr(R, "predict_actions", lambda *a, **k: pytest.fail("re-ranking ran XGBoost"))
+    monkeypatch.setattr(R, "compute_features", lambda *a, **k: pytest.fail("re-ranking recomputed features"))
+    by_comment = cache.rerank({a: 0.0 for a in cache.actions} | {"comment": 1.0}, k=5)["post_id"].to_list()
+    # the order-free rules (boosts, demotions) still act: score = p_comment x their factor
+    items = cache.items.with_columns((pl.col("p_comment") * pl.col("factor")).alias("_s"))
+    kept = items.filter(~pl.col("removed")).sort("_s", "post_id", descending=[True, False])
+    assert by_comment == kept["post_id"].head(5).to_list()
+    assert base != by_comment or kept.height <= 1
+
+
+@pytest.mark.parametrize(
+    "rules",
+    [
+        {"author_diversity": False},
+        {"author_diversity": {"mode": "decay"}},
+        {"author_diversity": {"mode": "max_in_row", "max_in_row": 1}},
+    ],
+)
+def test_cached_rerank_equals_the_audited_ranking(ranked_world, rules):
+    users = _busiest_viewers(ranked_world, "explore", 6)
+    cache = RankingCache.build(ranked_world, "explore", users, rules=rules, chunk=4, progress=False)
+    weights = {"like": 1.0, "save": 3.0, "dwell": -0.3}  # a negative weight: some scores below 0
+    fast = cache.rerank(weights, k=15)
+    for user in users:
+        audited = cache.rank(user, weights, k=15)
+        assert fast.filter(pl.col("user_id") == user)["post_id"].to_list() == audited["post_id"].to_list(), user
+    # and the audited path equals rank() itself
+    direct = rank(ranked_world, "explore", users[0], weights=weights, rules=rules, k=15, at=cache.at)
+    assert direct["post_id"].to_list() == cache.rank(users[0], weights, k=15)["post_id"].to_list()
+
+
+def _reference_top_k(raw, factor, author, spec, k):
+    """Each row ranked the slow, obvious way (ties: lower column, which is lower post id, first)."""
+    V, C = raw.shape
+    out = np.full((V, k), -1)
+    for v in range(V):
+        s = R._adjust(raw[v : v + 1].copy(), factor[v : v + 1])[0]
+        items = sorted((c for c in range(C) if np.isfinite(s[c])), key=lambda c: (-s[c], c))
+        mode = spec.params["mode"] if spec else None
+        if mode == "decay":
+            seen, s2 = {}, {}
+            for c in items:
+                n = seen.get(author[v, c], 0)
+                seen[author[v, c]] = n + 1
+                f = (1 - spec.params["floor"]) * spec.params["decay"] ** n + spec.params["floor"]
+                s2[c] = s[c] * f if s[c] >= 0 else s[c] / f
+            items.sort(key=lambda c: (-s2[c], c))
+        if mode == "max_in_row":
+            limit, chosen, left, last, run = spec.params["max_in_row"], [], list(items), None, 0
+            while left and len(chosen) < k:
+                pick = next((c for c in left if not (author[v, c] == last and run >= limit)), left[0])
+                left.remove(pick)
+                chosen.append(pick)
+                run, last = (run + 1 if author[v, pick] == last else 1), author[v, pick]
+            items = chosen
+        out[v, : len(items[:k])] = items[:k]
+    return out
+
+
+def test_fast_top_k_matches_the_obvious_algorithm():
+    rng = np.random.default_rng(0)
+    for _ in range(40):
+        V, C, k = int(rng.integers(1, 25)), int(rng.integers(1, 90)), int(rng.integers(1, 15))
+        raw = np.round(rng.normal(0.4, 0.5, (V, C)), 1)  # rounded: many ties, some negative scores
+        factor = rng.choice([0, 0.3, 1, 1, 1, 1.5], size=(V, C)).astype(np.float32)
+        author = rng.integers(0, max(1, C // int(rng.integers(1, 6))), (V, C)).astype(np.int32)
+        for spec in (
+            None,
+            RuleSpec("author_diversity", True, {"mode": "decay", "decay": 0.5, "floor": 0.25, "max_in_row": 1}),
+            RuleSpec("author_diversity", True, {"mode": "max_in_row", "decay": 0.5, "floor": 0.25, "max_in_row": int(rng.integers(1, 3))}),
+        ):
+            assert (R._top_k(raw, factor, author, spec, k) == _reference_top_k(raw, factor, author, spec, k)).all()
+
+
+def test_bad_input_gives_clear_errors(ranked_world):
+    user = _busiest_viewers(ranked_world, "feed", 1)[0]
+    with pytest.raises(FeedlabError, match="unknown surface"):
+        rank(ranked_world, "timeline", user)
+    with pytest.raises(FeedlabError, match="does not weigh 'likes'"):
+        rank(ranked_world, "feed", user, weights={"likes": 1})
+    for bad in (math.nan, math.inf):
+        with pytest.raises(FeedlabError, match="finite"):
+            rank(ranked_world, "feed", user, weights={"like": bad})
+    with pytest.raises(FeedlabError, match="no user 999999"):
+        rank(ranked_world, "feed", 999999)
+    with pytest.raises(FeedlabError, match="k must be"):
+        rank(ranked_world, "feed", user, k=0)
+    with pytest.raises(FeedlabError, match="feedlab train"):
+        rank(ranked_world, "reels", user)  # no reels models saved
+    with pytest.raises(FeedlabError, match="unknown rule"):
+        rank(ranked_world, "feed", user, rules={"shadowban": True})
+    with pytest.raises(FeedlabError, match="cannot read"):
+        rank(ranked_world, "feed", user, at="next tuesday")
+
+
+def test_a_viewer_without_candidates_gets_an_empty_ranking(ranked_world):
+    con = connect(ranked_world, read_only=True)
+    try:
+        lonely = con.sql(
+            "select user_id from users where user_id not in (select follower_id from follows) order by user_id limit 1"
+        ).fetchall()
+        first_day = con.sql("select min(ts) from impressions").fetchall()[0][0]
+    finally:
+        con.close()
+    if lonely:
+        assert rank(ranked_world, "feed", lonely[0][0]).height == 0
+    # before anything was posted, no one has candidates
+    user = _busiest_viewers(ranked_world, "feed", 1)[0]
+    early = rank(ranked_world, "feed", user, at=first_day.replace(year=first_day.year - 1))
+    assert early.height == 0 and "contribution_like" in early.columns
+
+
+def test_cli_rank_prints_json(ranked_world, capsys):
+    from toolkit.cli import main
+
+    user = _busiest_viewers(ranked_world, "feed", 1)[0]
+    assert main(["rank", "--db", str(ranked_world), "--surface", "feed", "--user", str(user), "--k", "3", "--weights", "comment=9", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["surface"] == "feed" and 0 < len(out["items"]) <= 3
+    assert all(math.isclose(i["contribution_comment"], 9 * i["p_comment"]) for i in out["items"])
+    assert main(["rank", "--db", str(ranked_world), "--surface", "feed", "--user", str(user), "--weights", "like=abc"]) == 2
+    assert "must be a number" in capsys.readouterr().err

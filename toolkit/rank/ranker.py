@@ -1,0 +1,484 @@
+"""Rank a viewer's candidates on a surface: candidates -> predictions -> value model -> rules.
+
+:func:`rank` runs the whole pipeline for one viewer and returns the ordered items with every
+prediction, every action's contribution to the score and every rule that acted on them.
+:class:`RankingCache` predicts once for many viewers and then re-ranks them for any weight
+vector without running XGBoost again (what interactive weight tuning needs).
+
+Example
+-------
+>>> from toolkit.rank import rank
+>>> top = rank("data/feedlab.duckdb", "feed", 17, k=10)  # doctest: +SKIP
+>>> top.select("position", "post_id", "score", "contribution_comment").head(3)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import duckdb
+import numpy as np
+import polars as pl
+from tqdm.auto import tqdm
+
+from toolkit.errors import FeedlabError
+from toolkit.predict.model import TrainedSurface
+from toolkit.predict.persist import load_models
+from toolkit.predict.predict import predict_actions
+from toolkit.rank.candidates import candidates_for
+from toolkit.rank.config import RuleSpec, SurfaceConfig, resolve_rules, resolve_weights, surface_config
+from toolkit.rank.rules import apply_rules, rule_factors, rule_inputs
+from toolkit.rank.value import value_scores
+from toolkit.signals import compute_features
+from toolkit.store import connect
+from toolkit.store.schema import DEVICES
+
+#: Device assumed for a viewer the store has never seen on any device.
+DEFAULT_DEVICE = "android"
+
+
+@contextmanager
+def open_store(store: str | os.PathLike | duckdb.DuckDBPyConnection):
+    """A read-only connection to ``store`` (a path), or ``store`` itself when it is a connection."""
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        yield store
+        return
+    con = connect(store, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def as_time(at: str | date | datetime | None, con: duckdb.DuckDBPyConnection) -> datetime:
+    """``at`` as a datetime; None is just after the store's last logged event ("now")."""
+    if at is None:
+        rows = con.sql(
+            "select greatest((select max(ts) from impressions), (select max(created_at) from posts), "
+            "(select max(ts) from engagements))"
+        ).fetchall()
+        if not rows or rows[0][0] is None:
+            raise FeedlabError("the store is empty: no impressions, posts or engagements to rank from")
+        return rows[0][0] + timedelta(microseconds=1)
+    if isinstance(at, datetime):
+        return at
+    if isinstance(at, date):
+        return datetime.combine(at, time())
+    try:
+        return datetime.fromisoformat(str(at))
+    except ValueError:
+        raise FeedlabError(f"cannot read {at!r} as a date or time; use e.g. 2026-01-12 or 2026-01-12T20:00") from None
+
+
+def usable_weights(cfg: SurfaceConfig, overrides: Mapping[str, float] | None, models: TrainedSurface) -> dict[str, float]:
+    """The surface's weights with ``overrides``, restricted to the actions the models predict.
+
+    A default weight on an action without a model (too rare to train) is left out; an override
+    naming one is an error, since the user asked for something that cannot act.
+    """
+    weights = resolve_weights(cfg, overrides)
+    untrained = [a for a in (overrides or {}) if a not in models.actions]
+    if untrained:
+        raise FeedlabError(
+            f"no {cfg.name} model predicts {', '.join(untrained)} (too few examples to train); "
+            f"the models predict {', '.join(models.actions)}"
+        )
+    return {a: w for a, w in weights.items() if a in models.actions}
+
+
+def viewer_devices(con: duckdb.DuckDBPyConnection, user_ids: Sequence[int], *, at: datetime) -> pl.DataFrame:
+    """Each viewer's device at ``at``: the one of their last impression before it."""
+    ids = pl.DataFrame({"user_id": pl.Series(list(user_ids), dtype=pl.Int64)})
+    con.register("_feedlab_viewers", ids)
+    try:
+        last = con.sql(
+            "select user_id, arg_max(device, ts) as device from impressions "
+            "where user_id in (select user_id from _feedlab_viewers) and ts < ? group by user_id",
+            params=[at],
+        ).pl()
+    finally:
+        con.unregister("_feedlab_viewers")
+    return ids.join(last, on="user_id", how="left", maintain_order="left").with_columns(
+        pl.col("device").fill_null(DEFAULT_DEVICE)
+    )
+
+
+def predict_candidates(
+    con: duckdb.DuckDBPyConnection, models: TrainedSurface, candidates: pl.DataFrame, *, at: datetime
+) -> pl.DataFrame:
+    """``candidates`` (user_id, post_id, ...) with one ``p_<action>`` per model action, if shown on top at ``at``."""
+    if candidates.height == 0:
+        return candidates.with_columns(pl.lit(None, dtype=pl.Float64).alias(f"p_{a}") for a in models.actions)
+    devices = viewer_devices(con, candidates["user_id"].unique(maintain_order=True).to_list(), at=at)
+    requests = candidates.select("user_id", "post_id").join(devices, on="user_id", how="left", maintain_order="left")
+    requests = requests.with_columns(pl.lit(at).cast(pl.Datetime("us")).alias("ts"))
+    features = compute_features(con, requests.select("user_id", "post_id", "ts", "device"))
+    predictions = predict_actions(models, features).drop("user_id", "post_id")
+    return pl.concat([candidates, predictions], how="horizontal")
+
+
+def _check_user(con: duckdb.DuckDBPyConnection, user_id: int) -> None:
+    if not isinstance(user_id, (int, np.integer)) or isinstance(user_id, bool):
+        raise FeedlabError(f"a user id is a whole number (got {user_id!r})")
+    if not con.sql("select count(*) from users where user_id = ?", params=[int(user_id)]).fetchall()[0][0]:
+        raise FeedlabError(f"no user {user_id} in the store")
+
+
+def _models(store, con, surface: str, models: TrainedSurface | None) -> TrainedSurface:
+    if models is not None:
+        if models.surface != surface:
+            raise FeedlabError(f"the models given are for {models.surface}, not {surface}")
+        return models
+    return load_models(store if not isinstance(store, duckdb.DuckDBPyConnection) else con, surface)
+
+
+def rank(
+    store: str | os.PathLike | duckdb.DuckDBPyConnection,
+    surface: str,
+    user_id: int,
+    *,
+    at: str | date | datetime | None = None,
+    weights: Mapping[str, float] | None = None,
+    rules: Mapping[str, bool | Mapping[str, Any]] | None = None,
+    k: int = 50,
+    models: TrainedSurface | None = None,
+) -> pl.DataFrame:
+    """The top ``k`` posts of ``surface`` for ``user_id`` at time ``at``, with why each is there.
+
+    Runs the seeds' pipeline: candidates (:mod:`toolkit.rank.candidates`), predicted actions
+    (the surface's saved models, see ``feedlab train``), score = sum of weight x probability
+    with the surface's default weights updated by ``weights``, then the surface's rules updated
+    by ``rules`` (``{"author_diversity": False}``, ``{"close_friends_boost": {"factor": 2}}``).
+    ``at`` defaults to just after the store's last event.
+
+    Returns one row per shown post: position (0-based), post_id, author_id, source (the
+    candidate source), score (after rules), base_score (before), p_<action> and
+    contribution_<action> per weighted action, and ``rules`` (a list of {rule, effect, factor}
+    for every rule that acted on the post). An empty candidate set gives an empty frame.
+
+    Example
+    -------
+    >>> top = rank("data/feedlab.duckdb", "reels", 17, weights={"audio_page": 10}, k=5)  # doctest: +SKIP
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise FeedlabError(f"k must be a whole number >= 1 (got {k!r})")
+    cfg = surface_config(surface)
+    with open_store(store) as con:
+        _check_user(con, user_id)
+        trained = _models(store, con, surface, models)
+        w = usable_weights(cfg, weights, trained)
+        rule_specs = resolve_rules(cfg, rules)
+        when = as_time(at, con)
+        candidates = candidates_for(con, surface, [int(user_id)], at=when, config=cfg)
+        predicted = predict_candidates(con, trained, candidates, at=when)
+        ranked = apply_rules(rule_inputs(con, value_scores(predicted, w), at=when), rule_specs)
+    return _shown(ranked, w, k)
+
+
+def _shown(ranked: pl.DataFrame, weights: Mapping[str, float], k: int) -> pl.DataFrame:
+    """The output layout of :func:`rank`: the kept items in order, top k."""
+    columns = [
+        "position", "post_id", "author_id", "source", "score", "base_score",
+        *(f"p_{a}" for a in weights), *(f"contribution_{a}" for a in weights), "rules",
+    ]  # fmt: skip
+    return ranked.filter(~pl.col("removed")).sort("position").head(k).select(columns)
+
+
+@dataclass
+class RankingCache:
+    """Predictions for many viewers' candidates, computed once, re-ranked for any weights.
+
+    XGBoost runs only in :meth:`build`. The rules that do not depend on the order (removals,
+    demotions, boosts) are folded into one factor per item there too; :meth:`rerank` then
+    needs a matrix product, the factors, author diversity and a top-k per viewer.
+
+    Example
+    -------
+    >>> cache = RankingCache.build("data/feedlab.duckdb", "feed", range(1000))  # doctest: +SKIP
+    >>> cache.rerank({"comment": 20.0}, k=10).head()  # doctest: +SKIP
+    """
+
+    surface: str
+    at: datetime
+    actions: list[str]  # the last axis of ``probs``
+    config: SurfaceConfig
+    rules: dict[str, RuleSpec]
+    items: pl.DataFrame  # one row per (viewer, candidate): predictions, rule inputs, factor, removed, rules
+    user_ids: np.ndarray  # (V,)
+    post_ids: np.ndarray  # (V, C), -1 where a viewer has fewer than C candidates
+    author_ids: np.ndarray  # (V, C)
+    author_slot: np.ndarray  # (V, C): the author as a small per-viewer index, for counting repeats
+    probs: np.ndarray  # (V, C, A) float32
+    factor: np.ndarray  # (V, C) float32; 0 = removed by a rule, or padding
+    _row_of: dict[int, int] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def build(
+        cls,
+        store: str | os.PathLike | duckdb.DuckDBPyConnection,
+        surface: str,
+        user_ids: Iterable[int],
+        *,
+        at: str | date | datetime | None = None,
+        rules: Mapping[str, bool | Mapping[str, Any]] | None = None,
+        models: TrainedSurface | None = None,
+        chunk: int = 250,
+        progress: bool = True,
+    ) -> RankingCache:
+        """Source, predict and apply the order-free rules for every viewer of ``user_ids``, ``chunk`` viewers at a time."""
+        cfg = surface_config(surface)
+        users = [int(u) for u in dict.fromkeys(user_ids)]
+        if not users:
+            raise FeedlabError("no viewers to cache")
+        rule_specs = resolve_rules(cfg, rules)
+        parts = []
+        with open_store(store) as con:
+            trained = _models(store, con, surface, models)
+            when = as_time(at, con)
+            known = set(
+                con.sql("select user_id from users where user_id in (select unnest(?))", params=[users]).pl()["user_id"].to_list()
+            )
+            unknown = [u for u in users if u not in known]
+            if unknown:
+                raise FeedlabError(f"{len(unknown)} viewer(s) not in the store, e.g. {unknown[:5]}")
+            for start in tqdm(range(0, len(users), chunk), desc=f"predict {surface}", unit="chunk", disable=not progress):
+                candidates = candidates_for(con, surface, users[start : start + chunk], at=when, config=cfg)
+                predicted = predict_candidates(con, trained, candidates, at=when)
+                inputs = rule_inputs(con, predicted, at=when)
+                parts.append(pl.concat([inputs, rule_factors(inputs, rule_specs).select("factor", "removed", "rules")], how="horizontal"))
+        items = pl.concat(parts) if parts else pl.DataFrame()
+        return cls._dense(surface, when, list(trained.actions), cfg, rule_specs, users, items)
+
+    @classmethod
+    def _dense(cls, surface, at, actions, cfg, rule_specs, users, items) -> RankingCache:
+        V = len(users)
+        # columns in post id order: equal scores then rank the lower post id first, as apply_rules does
+        items = items.sort("user_id", "post_id") if items.height else items
+        row_of = {u: i for i, u in enumerate(users)}
+        if items.height:
+            slots = items.select(
+                pl.col("user_id").replace_strict(row_of, return_dtype=pl.Int64).alias("row"),
+                pl.int_range(pl.len()).over("user_id").alias("col"),
+                pl.col("author_id").rank("dense").over("user_id").cast(pl.Int32).alias("slot") - 1,
+            )
+            rows, cols = slots["row"].to_numpy(), slots["col"].to_numpy()
+            C = int(cols.max()) + 1
+        else:
+            rows = cols = np.zeros(0, dtype=np.int64)
+            C = 1
+        post_ids = np.full((V, C), -1, dtype=np.int64)
+        author_ids = np.full((V, C), -1, dtype=np.int64)
+        author_slot = np.zeros((V, C), dtype=np.int32)
+        probs = np.zeros((V, C, len(actions)), dtype=np.float32)
+        factor = np.zeros((V, C), dtype=np.float32)
+        if items.height:
+            post_ids[rows, cols] = items["post_id"].to_numpy()
+            author_ids[rows, cols] = items["author_id"].to_numpy()
+            author_slot[rows, cols] = slots["slot"].to_numpy()
+            probs[rows, cols] = items.select(pl.col(f"p_{a}").fill_null(0.0) for a in actions).to_numpy().astype(np.float32)
+            factor[rows, cols] = np.where(items["removed"].to_numpy(), 0.0, items["factor"].to_numpy())
+        return cls(
+            surface=surface, at=at, actions=actions, config=cfg, rules=rule_specs, items=items,
+            user_ids=np.array(users, dtype=np.int64), post_ids=post_ids, author_ids=author_ids,
+            author_slot=author_slot, probs=probs, factor=factor, _row_of=row_of,
+        )  # fmt: skip
+
+    def weights(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
+        """The surface's weights with ``overrides``, over the cached actions (checked as in :func:`rank`)."""
+        weights = resolve_weights(self.config, overrides)
+        untrained = [a for a in (overrides or {}) if a not in self.actions]
+        if untrained:
+            raise FeedlabError(f"no {self.surface} model predicts {', '.join(untrained)}; the models predict {', '.join(self.actions)}")
+        return {a: w for a, w in weights.items() if a in self.actions}
+
+    def top_posts(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Post ids of each viewer's top ``k`` as a (viewers, k) array, -1 where fewer remain; the fast path."""
+        w = self.weights(weights)
+        vector = np.array([w.get(a, 0.0) for a in self.actions], dtype=np.float32)
+        rows = None if user_ids is None else self._rows(user_ids)
+        take = (lambda a: a) if rows is None else (lambda a: a[rows])
+        probs = take(self.probs)
+        raw = (probs.reshape(-1, probs.shape[-1]) @ vector).reshape(probs.shape[:2])
+        order = _top_k(raw, take(self.factor), take(self.author_slot), self.rules.get("author_diversity"), k)
+        return np.where(order >= 0, np.take_along_axis(take(self.post_ids), np.maximum(order, 0), axis=1), -1)
+
+    def rerank(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> pl.DataFrame:
+        """Every cached viewer's top ``k`` under ``weights``: user_id, position, post_id."""
+        top = self.top_posts(weights, k=k, user_ids=user_ids)
+        users = self.user_ids if user_ids is None else self.user_ids[self._rows(user_ids)]
+        frame = pl.DataFrame(
+            {
+                "user_id": np.repeat(users, top.shape[1]),
+                "position": np.tile(np.arange(top.shape[1], dtype=np.int32), len(users)),
+                "post_id": top.ravel(),
+            }
+        )
+        return frame.filter(pl.col("post_id") >= 0)
+
+    def rank(self, user_id: int, weights: Mapping[str, float] | None = None, *, k: int = 50) -> pl.DataFrame:
+        """One cached viewer's ranking with every contribution and rule, as :func:`rank` returns it."""
+        w = self.weights(weights)
+        self._rows([user_id])  # refuses a viewer the cache does not hold
+        items = self.items.filter(pl.col("user_id") == user_id).drop("factor", "removed", "rules")
+        return _shown(apply_rules(value_scores(items, w), self.rules), w, k)
+
+    def _rows(self, user_ids: Sequence[int]) -> np.ndarray:
+        missing = [u for u in user_ids if int(u) not in self._row_of]
+        if missing:
+            raise FeedlabError(f"viewer(s) {missing[:5]} are not in this cache")
+        return np.array([self._row_of[int(u)] for u in user_ids], dtype=np.int64)
+
+
+def _adjust(score: np.ndarray, factor: np.ndarray) -> np.ndarray:
+    """A rule factor applied so that a demotion always lowers a score and a boost raises it; 0 removes."""
+    out = score * factor
+    negative = score < 0
+    if negative.any():
+        out[negative] = score[negative] / np.where(factor[negative] > 0, factor[negative], 1.0)
+    out[factor <= 0] = -np.inf
+    return out
+
+
+def _sorted(score: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """``cols`` of each row ordered by score descending; equal scores keep column (post id) order."""
+    cols = np.sort(cols, axis=1)
+    return np.take_along_axis(cols, np.argsort(-np.take_along_axis(score, cols, axis=1), axis=1, kind="stable"), axis=1)
+
+
+def _top_k(raw: np.ndarray, factor: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
+    """Column indices of each row's top k after the factors and author diversity (-1: none left).
+
+    Each row's columns must be in ascending post id order: equal scores rank the lower post id
+    first, as :func:`toolkit.rank.rules.apply_rules` does.
+    """
+    V, C = raw.shape
+    score = _adjust(raw, factor)
+    # Work on each row's best M items only; rows where an item outside could still reach the
+    # top k after diversity are redone on all their items.
+    M = min(C, max(3 * k, k + 20))
+    if M < C:
+        cols = np.argpartition(-score, M - 1, axis=1)[:, :M]
+    else:
+        cols = np.broadcast_to(np.arange(C), (V, C)).copy()
+    order, kth, forced = _diversify(score, author_slot, _sorted(score, cols), diversity, k)
+    if M < C:
+        inside = np.zeros((V, C), dtype=bool)
+        np.put_along_axis(inside, cols, True, axis=1)
+        outside = np.where(inside, -np.inf, score).max(axis=1)
+        # redo a row when an item left outside could beat its k-th, or when its greedy reorder
+        # ran out of other authors while items outside remained
+        redo = np.flatnonzero((outside > kth) | (forced & np.isfinite(outside)))
+        if redo.size:
+            full = np.broadcast_to(np.arange(C), (redo.size, C)).copy()
+            order[redo] = _diversify(score[redo], author_slot[redo], _sorted(score[redo], full), diversity, k)[0]
+    return order
+
+
+def _diversify(score, author_slot, ranked, diversity: RuleSpec | None, k: int):
+    """Top k of rows already sorted (``ranked``: column indices), after author diversity.
+
+    Returns the chosen columns (V, k), per row the lowest final score among them (the bar an
+    item outside the slice would have to clear), and whether the greedy reorder had to break
+    its limit for want of other authors."""
+    V, M = ranked.shape
+    s = np.take_along_axis(score, ranked, axis=1)
+    valid = np.isfinite(s)
+    authors = np.take_along_axis(author_slot, ranked, axis=1)
+    mode = diversity.params["mode"] if diversity is not None and diversity.enabled else None
+    if mode == "decay":
+        p = diversity.params
+        repeat = _repeats(authors, valid, author_slot.shape[1])
+        s = _adjust(s, ((1 - p["floor"]) * p["decay"] ** repeat + p["floor"]).astype(s.dtype))
+        s[~valid] = -np.inf
+        # re-sort; equal scores keep post id order, which is column order
+        by_col = np.argsort(ranked, axis=1)
+        ranked, s, valid = (np.take_along_axis(a, by_col, 1) for a in (ranked, s, valid))
+        again = np.argsort(-s, axis=1, kind="stable")
+        ranked, s, valid = (np.take_along_axis(a, again, 1) for a in (ranked, s, valid))
+        authors = np.take_along_axis(author_slot, ranked, axis=1)
+    forced = np.zeros(V, dtype=bool)
+    if mode == "max_in_row":
+        picked, forced = _max_in_row(authors, valid, diversity.params["max_in_row"], k)
+    else:
+        n = min(k, M)
+        picked = np.where(np.arange(n)[None, :] < valid.sum(axis=1)[:, None], np.arange(n)[None, :], -1)
+    if picked.shape[1] < k:
+        picked = np.concatenate([picked, np.full((V, k - picked.shape[1]), -1, dtype=picked.dtype)], axis=1)
+    chosen = np.where(picked >= 0, np.take_along_axis(ranked, np.maximum(picked, 0), 1), -1)
+    final = np.where(picked >= 0, np.take_along_axis(s, np.maximum(picked, 0), 1), np.inf)
+    full = (picked >= 0).sum(axis=1) == k
+    kth = np.where(full, final.min(axis=1), -np.inf)  # a row with fewer than k kept items admits anything
+    return chosen, kth, forced
+
+
+def _repeats(authors: np.ndarray, valid: np.ndarray, n_slots: int) -> np.ndarray:
+    """For each sorted item, how many kept items of the same author come before it in its row."""
+    V, M = authors.shape
+    seen = np.zeros((V, max(n_slots, 1)), dtype=np.int32)
+    repeat = np.zeros((V, M), dtype=np.int32)
+    rows = np.arange(V)
+    for j in range(M):
+        a = authors[:, j]
+        repeat[:, j] = seen[rows, a]
+        seen[rows, a] += valid[:, j]
+    return repeat
+
+
+def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Greedy per row over sorted items: the best unused item that keeps runs of one author <= limit.
+
+    Returns the picked positions (V, k; -1 when none is left) and whether a row had to take an
+    item beyond the limit because only its author was left. Vectorised over rows: each step
+    takes the row's first unused item unless that breaks the limit, and searches further only
+    in the rows where it does.
+    """
+    V, M = authors.shape
+    limit = max(limit, 1)
+    rows = np.arange(V)
+    free = valid.copy()
+    ptr = np.zeros(V, dtype=np.int64)  # first free position of each row (M when none)
+    ptr[~free[:, 0]] = M if M else 0
+    none_free = ~free.any(axis=1)
+    ptr[~none_free] = free[~none_free].argmax(axis=1)
+    ptr[none_free] = M
+    last = np.full(V, -1, dtype=authors.dtype)
+    run = np.zeros(V, dtype=np.int64)
+    forced = np.zeros(V, dtype=bool)
+    out = np.full((V, min(k, M)), -1, dtype=np.int64)
+    for j in range(out.shape[1]):
+        live = ptr < M
+        if not live.any():
+            break
+        pick = np.where(live, ptr, 0)
+        clash = live & (authors[rows, pick] == last) & (run >= limit)
+        if clash.any():
+            c = np.flatnonzero(clash)
+            other = free[c] & (authors[c] != last[c, None])
+            found = other.any(axis=1)
+            pick[c[found]] = other[found].argmax(axis=1)
+            forced[c[~found]] = True
+        r = rows[live]
+        p = pick[live]
+        out[r, j] = p
+        free[r, p] = False
+        a = authors[r, p]
+        run[r] = np.where(a == last[r], run[r] + 1, 1)
+        last[r] = a
+        # advance pointers that were taken; the next position is usually free
+        moved = r[p == ptr[r]]
+        if moved.size:
+            nxt = ptr[moved] + 1
+            ok = nxt < M
+            simple = np.zeros(moved.size, dtype=bool)
+            simple[ok] = free[moved[ok], nxt[ok]]
+            ptr[moved[simple]] = nxt[simple]
+            rest = moved[~simple]
+            if rest.size:
+                anyfree = free[rest].any(axis=1)
+                ptr[rest] = np.where(anyfree, free[rest].argmax(axis=1), M)
+    return out, forced
