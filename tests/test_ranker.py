@@ -10,24 +10,10 @@ import polars as pl
 import pytest
 
 from toolkit.errors import FeedlabError
-from toolkit.predict import save_models, train_surface
 from toolkit.rank import RankingCache, rank
 from toolkit.rank import ranker as R
 from toolkit.rank.config import RuleSpec
 from toolkit.store import connect
-
-
-@pytest.fixture(scope="session")
-def ranked_world(small_world_path):
-    """The small world with saved feed and explore models (few rounds: speed, not quality)."""
-    con = connect(small_world_path, read_only=True)
-    try:
-        for surface in ("feed", "explore"):
-            trained = train_surface(con, surface, max_rounds=40, progress=False)
-            save_models(trained, small_world_path)
-    finally:
-        con.close()
-    return small_world_path
 
 
 def _busiest_viewers(path, surface: str, n: int) -> list[int]:

@@ -147,6 +147,30 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from toolkit.rank import parse_weights
+    from toolkit.rank.policy import compare_policies
+
+    out = compare_policies(
+        args.db, args.surface, weights_a=parse_weights(args.weights_a or ""), weights_b=parse_weights(args.weights_b or ""),
+        viewers=args.viewers, seed=args.seed, k=args.k,
+    )  # fmt: skip
+    if args.json:
+        _print_json(out)
+        return 0
+    keys = ["ndcg_at_k", "expected_value_per_session", "distinct_authors_at_k", "author_exposure_gini",
+            "small_creator_exposure_share", "flagged_share_at_k"]  # fmt: skip
+    print(f"{args.surface}: {out['a']['sessions']} logged sessions from {out['from']}")
+    print(f"{'':32}{'policy a':>12}{'policy b':>12}")
+    for key in keys:
+        print(f"{key:32}{out['a'][key]:>12.4f}{out['b'][key]:>12.4f}")
+    c = out["comparison"]
+    print(f"kendall tau {c['kendall_tau']:.3f}, top-{args.k} overlap {c['top_k_overlap']:.3f}")
+    for m in c["biggest_movers"]:
+        print(f"  session {m['session_id']}: post {m['post_id']} from {m['position_a']} to {m['position_b']}")
+    return 0
+
+
 def _print_ranking(top) -> None:
     """One line per shown post: position, post, author, score, the largest contributions, the rules."""
     import polars as pl
@@ -256,6 +280,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules-off", metavar="RULE,...", help="rules to switch off, e.g. author_diversity,close_friends_boost")
     p.add_argument("--at", metavar="TIME", help="rank as of this date or time (default: just after the store's last event)")
     p.add_argument("--k", type=int, default=20, help="posts to show (default 20)")
+
+    p = add("compare", "Score two ranking policies on the same logged sessions and compare their orders.", _cmd_compare)
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--weights-a", metavar="A=W,...", help="policy a: weights over the surface's defaults (default: the defaults)")
+    p.add_argument("--weights-b", metavar="A=W,...", help="policy b: weights over the surface's defaults")
+    p.add_argument("--viewers", type=int, default=200, help="viewers sampled from the test period (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the viewer sample")
+    p.add_argument("--k", type=int, default=10, help="top-k of the metrics (default 10)")
     return parser
 
 
