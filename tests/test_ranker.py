@@ -90,8 +90,8 @@ def _reference_top_k(raw, factor, author, spec, k):
             for c in items:
                 n = seen.get(author[v, c], 0)
                 seen[author[v, c]] = n + 1
-                f = (1 - spec.params["floor"]) * spec.params["decay"] ** n + spec.params["floor"]
-                s2[c] = s[c] * f if s[c] >= 0 else s[c] / f
+                f = np.float32((1 - spec.params["floor"]) * spec.params["decay"] ** n + spec.params["floor"])
+                s2[c] = s[c] * f if s[c] >= 0 else s[c] / f  # float32, as the cache computes
             items.sort(key=lambda c: (-s2[c], c))
         if mode == "max_in_row":
             limit, chosen, left, last, run = spec.params["max_in_row"], [], list(items), None, 0
@@ -109,7 +109,7 @@ def test_fast_top_k_matches_the_obvious_algorithm():
     rng = np.random.default_rng(0)
     for _ in range(40):
         V, C, k = int(rng.integers(1, 25)), int(rng.integers(1, 90)), int(rng.integers(1, 15))
-        raw = np.round(rng.normal(0.4, 0.5, (V, C)), 1)  # rounded: many ties, some negative scores
+        raw = np.round(rng.normal(0.4, 0.5, (V, C)), 1).astype(np.float32)  # rounded: many ties, some below 0
         factor = rng.choice([0, 0.3, 1, 1, 1, 1.5], size=(V, C)).astype(np.float32)
         author = rng.integers(0, max(1, C // int(rng.integers(1, 6))), (V, C)).astype(np.int32)
         for spec in (

@@ -344,10 +344,35 @@ def _adjust(score: np.ndarray, factor: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sorted(score: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """``cols`` of each row ordered by score descending; equal scores keep column (post id) order."""
-    cols = np.sort(cols, axis=1)
-    return np.take_along_axis(cols, np.argsort(-np.take_along_axis(score, cols, axis=1), axis=1, kind="stable"), axis=1)
+#: Bits of a sort key that hold the column; the score's order-preserving bits sit above them.
+_COL_BITS = 24
+_COL_MASK = (1 << _COL_BITS) - 1
+
+
+def _keys(score: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    """One int64 per item that sorts by float32 score descending, then column ascending.
+
+    A float32's bits, read as an int32 with the lower 31 bits of negatives flipped, order like
+    the float; inverted, they order descending, and the column in the low bits breaks ties by
+    post id (columns are in post id order). Sorting or partitioning these integers is faster
+    than an argsort plus a stable tie-break.
+    """
+    score = np.asarray(score, dtype=np.float32) + np.float32(0.0)  # -0.0 becomes 0.0: equal floats, equal keys
+    bits = score.view(np.int32)
+    ordered = bits >> 31
+    ordered &= np.int32(0x7FFFFFFF)
+    ordered ^= bits
+    np.invert(ordered, out=ordered)
+    keys = ordered.astype(np.int64)
+    keys <<= _COL_BITS
+    keys |= cols
+    return keys
+
+
+def _decode(keys: np.ndarray) -> np.ndarray:
+    """The float32 scores that :func:`_keys` encoded."""
+    ordered = np.invert((keys >> _COL_BITS).astype(np.int32))
+    return (ordered ^ ((ordered >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
 def _top_k(raw: np.ndarray, factor: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
@@ -357,49 +382,47 @@ def _top_k(raw: np.ndarray, factor: np.ndarray, author_slot: np.ndarray, diversi
     first, as :func:`toolkit.rank.rules.apply_rules` does.
     """
     V, C = raw.shape
-    score = _adjust(raw, factor)
+    if C > _COL_MASK:
+        raise FeedlabError(f"at most {_COL_MASK} candidates per viewer can be re-ranked (got {C})")
+    keys = _keys(_adjust(raw.astype(np.float32, copy=False), factor), np.arange(C, dtype=np.int64))
     # Work on each row's best M items only; rows where an item outside could still reach the
     # top k after diversity are redone on all their items.
     M = min(C, max(3 * k, k + 20))
     if M < C:
-        cols = np.argpartition(-score, M - 1, axis=1)[:, :M]
+        part = np.partition(keys, M, axis=1)  # the M best first, the best one left out at M
+        best_outside = _decode(part[:, M])
+        ranked = np.sort(part[:, :M], axis=1)
     else:
-        cols = np.broadcast_to(np.arange(C), (V, C)).copy()
-    order, kth, forced = _diversify(score, author_slot, _sorted(score, cols), diversity, k)
-    if M < C:
-        inside = np.zeros((V, C), dtype=bool)
-        np.put_along_axis(inside, cols, True, axis=1)
-        outside = np.where(inside, -np.inf, score).max(axis=1)
-        # redo a row when an item left outside could beat its k-th, or when its greedy reorder
-        # ran out of other authors while items outside remained
-        redo = np.flatnonzero((outside > kth) | (forced & np.isfinite(outside)))
-        if redo.size:
-            full = np.broadcast_to(np.arange(C), (redo.size, C)).copy()
-            order[redo] = _diversify(score[redo], author_slot[redo], _sorted(score[redo], full), diversity, k)[0]
+        best_outside = np.full(V, -np.inf, dtype=np.float32)
+        ranked = np.sort(keys, axis=1)
+    order, kth, forced = _diversify(ranked, author_slot, diversity, k)
+    # redo a row when an item left outside could beat its k-th, or when its greedy reorder ran
+    # out of other authors while items outside remained
+    redo = np.flatnonzero((best_outside > kth) | (forced & np.isfinite(best_outside)))
+    if redo.size:
+        order[redo] = _diversify(np.sort(keys[redo], axis=1), author_slot[redo], diversity, k)[0]
     return order
 
 
-def _diversify(score, author_slot, ranked, diversity: RuleSpec | None, k: int):
-    """Top k of rows already sorted (``ranked``: column indices), after author diversity.
+def _diversify(sorted_keys: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int):
+    """Top k of rows of sorted keys (see :func:`_keys`), after author diversity.
 
     Returns the chosen columns (V, k), per row the lowest final score among them (the bar an
     item outside the slice would have to clear), and whether the greedy reorder had to break
     its limit for want of other authors."""
-    V, M = ranked.shape
-    s = np.take_along_axis(score, ranked, axis=1)
+    V, M = sorted_keys.shape
+    ranked = sorted_keys & _COL_MASK
+    s = _decode(sorted_keys)
     valid = np.isfinite(s)
     authors = np.take_along_axis(author_slot, ranked, axis=1)
     mode = diversity.params["mode"] if diversity is not None and diversity.enabled else None
     if mode == "decay":
         p = diversity.params
         repeat = _repeats(authors, valid, author_slot.shape[1])
-        s = _adjust(s, ((1 - p["floor"]) * p["decay"] ** repeat + p["floor"]).astype(s.dtype))
-        s[~valid] = -np.inf
-        # re-sort; equal scores keep post id order, which is column order
-        by_col = np.argsort(ranked, axis=1)
-        ranked, s, valid = (np.take_along_axis(a, by_col, 1) for a in (ranked, s, valid))
-        again = np.argsort(-s, axis=1, kind="stable")
-        ranked, s, valid = (np.take_along_axis(a, again, 1) for a in (ranked, s, valid))
+        s = _adjust(s, ((1 - p["floor"]) * p["decay"] ** repeat + p["floor"]).astype(np.float32))
+        again = np.sort(_keys(s, ranked), axis=1)  # re-sort; equal scores keep post id order
+        ranked, s = again & _COL_MASK, _decode(again)
+        valid = np.isfinite(s)
         authors = np.take_along_axis(author_slot, ranked, axis=1)
     forced = np.zeros(V, dtype=bool)
     if mode == "max_in_row":
@@ -409,23 +432,30 @@ def _diversify(score, author_slot, ranked, diversity: RuleSpec | None, k: int):
         picked = np.where(np.arange(n)[None, :] < valid.sum(axis=1)[:, None], np.arange(n)[None, :], -1)
     if picked.shape[1] < k:
         picked = np.concatenate([picked, np.full((V, k - picked.shape[1]), -1, dtype=picked.dtype)], axis=1)
-    chosen = np.where(picked >= 0, np.take_along_axis(ranked, np.maximum(picked, 0), 1), -1)
-    final = np.where(picked >= 0, np.take_along_axis(s, np.maximum(picked, 0), 1), np.inf)
+    at = np.maximum(picked, 0)
+    chosen = np.where(picked >= 0, np.take_along_axis(ranked, at, 1), -1)
+    final = np.where(picked >= 0, np.take_along_axis(s, at, 1), np.inf)
     full = (picked >= 0).sum(axis=1) == k
     kth = np.where(full, final.min(axis=1), -np.inf)  # a row with fewer than k kept items admits anything
     return chosen, kth, forced
 
 
 def _repeats(authors: np.ndarray, valid: np.ndarray, n_slots: int) -> np.ndarray:
-    """For each sorted item, how many kept items of the same author come before it in its row."""
+    """For each sorted item, how many items of the same author come before it in its row.
+
+    Removed items sort last, so they never count before a kept one. A stable sort by author
+    groups each author's items in row order; an item's repeat is its place in its group.
+    """
     V, M = authors.shape
-    seen = np.zeros((V, max(n_slots, 1)), dtype=np.int32)
-    repeat = np.zeros((V, M), dtype=np.int32)
-    rows = np.arange(V)
-    for j in range(M):
-        a = authors[:, j]
-        repeat[:, j] = seen[rows, a]
-        seen[rows, a] += valid[:, j]
+    place = np.broadcast_to(np.arange(M), (V, M))
+    # sort (author, place) pairs packed in one integer: unique keys, so any sort is stable
+    packed = np.sort(authors.astype(np.int64) * M + place, axis=1)
+    by_author, grouped = packed % M, packed // M
+    starts = np.ones((V, M), dtype=bool)
+    starts[:, 1:] = grouped[:, 1:] != grouped[:, :-1]
+    group_start = np.maximum.accumulate(np.where(starts, place, 0), axis=1)
+    repeat = np.empty((V, M), dtype=np.int32)
+    np.put_along_axis(repeat, by_author, (place - group_start).astype(np.int32), axis=1)
     return repeat
 
 
@@ -441,11 +471,8 @@ def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> t
     limit = max(limit, 1)
     rows = np.arange(V)
     free = valid.copy()
-    ptr = np.zeros(V, dtype=np.int64)  # first free position of each row (M when none)
-    ptr[~free[:, 0]] = M if M else 0
-    none_free = ~free.any(axis=1)
-    ptr[~none_free] = free[~none_free].argmax(axis=1)
-    ptr[none_free] = M
+    has_free = free.any(axis=1)
+    ptr = np.where(has_free, free.argmax(axis=1), M)  # first free position of each row, M: none
     last = np.full(V, -1, dtype=authors.dtype)
     run = np.zeros(V, dtype=np.int64)
     forced = np.zeros(V, dtype=bool)
@@ -454,31 +481,28 @@ def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> t
         live = ptr < M
         if not live.any():
             break
-        pick = np.where(live, ptr, 0)
-        clash = live & (authors[rows, pick] == last) & (run >= limit)
+        pick = np.minimum(ptr, M - 1)
+        a = authors[rows, pick]
+        clash = live & (a == last) & (run >= limit)
         if clash.any():
             c = np.flatnonzero(clash)
             other = free[c] & (authors[c] != last[c, None])
             found = other.any(axis=1)
-            pick[c[found]] = other[found].argmax(axis=1)
+            moved_to = other[found].argmax(axis=1)
+            pick[c[found]] = moved_to
+            a[c[found]] = authors[c[found], moved_to]
             forced[c[~found]] = True
-        r = rows[live]
-        p = pick[live]
-        out[r, j] = p
-        free[r, p] = False
-        a = authors[r, p]
-        run[r] = np.where(a == last[r], run[r] + 1, 1)
-        last[r] = a
-        # advance pointers that were taken; the next position is usually free
-        moved = r[p == ptr[r]]
-        if moved.size:
-            nxt = ptr[moved] + 1
-            ok = nxt < M
-            simple = np.zeros(moved.size, dtype=bool)
-            simple[ok] = free[moved[ok], nxt[ok]]
-            ptr[moved[simple]] = nxt[simple]
-            rest = moved[~simple]
-            if rest.size:
-                anyfree = free[rest].any(axis=1)
-                ptr[rest] = np.where(anyfree, free[rest].argmax(axis=1), M)
+        out[:, j] = np.where(live, pick, -1)
+        free[rows[live], pick[live]] = False
+        run = np.where(live, np.where(a == last, run + 1, 1), run)
+        last = np.where(live, a, last)
+        # advance the pointers that were taken; the next position is usually free
+        took_ptr = live & (pick == ptr)
+        nxt = np.minimum(ptr + 1, M - 1)
+        simple = took_ptr & (ptr + 1 < M) & free[rows, nxt]
+        ptr = np.where(simple, ptr + 1, ptr)
+        rest = np.flatnonzero(took_ptr & ~simple)
+        if rest.size:
+            left = free[rest]
+            ptr[rest] = np.where(left.any(axis=1), left.argmax(axis=1), M)
     return out, forced
