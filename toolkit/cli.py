@@ -147,6 +147,43 @@ def _cmd_rank(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_explain(args: argparse.Namespace) -> int:
+    from toolkit.explain import explain_post, explain_reach
+    from toolkit.rank import parse_weights
+
+    rules = {name.strip(): False for name in (args.rules_off or "").split(",") if name.strip()}
+    weights = parse_weights(args.weights or "")
+    if args.user is not None and args.reach:
+        raise FeedlabError("give --user to explain the post for one viewer, or --reach to explain its reach, not both")
+    if args.user is None and not args.reach:
+        raise FeedlabError("give --user ID to explain the post for one viewer, or --reach to explain how far it reaches")
+    if args.reach:
+        out = explain_reach(
+            args.db, args.surface, args.post, at=args.at, weights=weights, rules=rules or None, k=args.k,
+            max_viewers=args.max_viewers, seed=args.seed,
+        )  # fmt: skip
+        if args.json:
+            _print_json(out)
+            return 0
+        print("\n".join(out["sentences"]))
+        print()
+        print(f"{'rule':<28} {'reach without':>13} {'lost':>6}")
+        for r in out["by_rule"]:
+            print(f"{r['rule']:<28} {r['reach_without']:>13} {r['lost']:>6}")
+        return 0
+    out = explain_post(args.db, args.surface, args.user, args.post, at=args.at, weights=weights, rules=rules or None, k=args.k)
+    if args.json:
+        _print_json(out)
+        return 0
+    print("\n".join(out["sentences"]))
+    print()
+    print(f"{'action':<16} {'weight':>8} {'probability':>12} {'contribution':>13}")
+    for c in out["contributions"]:
+        p = "-" if c["probability"] is None else f"{c['probability']:.4f}"
+        print(f"{c['action']:<16} {c['weight']:>8g} {p:>12} {c['contribution']:>+13.4f}")
+    return 0
+
+
 def _cmd_compare(args: argparse.Namespace) -> int:
     from toolkit.rank import parse_weights
     from toolkit.rank.policy import compare_policies
@@ -280,6 +317,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rules-off", metavar="RULE,...", help="rules to switch off, e.g. author_diversity,close_friends_boost")
     p.add_argument("--at", metavar="TIME", help="rank as of this date or time (default: just after the store's last event)")
     p.add_argument("--k", type=int, default=20, help="posts to show (default 20)")
+
+    p = add("explain", "Say why a post is where it is for a viewer (--user), or what limited its reach (--reach).", _cmd_explain)
+    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--post", type=int, required=True, help="the post's post_id")
+    p.add_argument("--user", type=int, help="the viewer's user_id (leave out with --reach)")
+    p.add_argument("--reach", action="store_true", help="explain the post's reach over its audience instead of one viewer")
+    p.add_argument("--weights", metavar="A=W,...", help="action weights over the surface's defaults, e.g. like=2,comment=5")
+    p.add_argument("--rules-off", metavar="RULE,...", help="rules to switch off, e.g. author_diversity")
+    p.add_argument("--at", metavar="TIME", help="as of this date or time (default: just after the store's last event)")
+    p.add_argument("--k", type=int, default=50, help="posts each viewer is shown (default 50)")
+    p.add_argument("--max-viewers", type=int, default=300, help="with --reach: sample at most this many viewers (default 300)")
+    p.add_argument("--seed", type=int, default=0, help="with --reach: seed of the viewer sample (default 0)")
 
     p = add("compare", "Score two ranking policies on the same logged sessions and compare their orders.", _cmd_compare)
     p.add_argument("--surface", required=True, choices=SURFACES)
