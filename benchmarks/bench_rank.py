@@ -53,7 +53,7 @@ def tiled(cache, viewers: int, candidates: int):
     cols = np.resize(np.arange(cache.probs.shape[1]), candidates)
 
     def grow(a):
-        return a[rows][:, cols]
+        return np.ascontiguousarray(a[rows][:, cols])
 
     return RankingCache(
         surface=cache.surface, at=cache.at, actions=cache.actions, config=cache.config, rules=cache.rules,

@@ -13,7 +13,7 @@ import xgboost as xgb
 
 from toolkit.errors import FeedlabError
 from toolkit.explain import explain_post, explain_reach
-from toolkit.predict import feature_matrix, load_models, save_models, train_surface
+from toolkit.predict import feature_matrix, load_models
 from toolkit.rank import RankingCache, rank
 from toolkit.rank.ranker import as_time, viewer_devices
 from toolkit.signals import FEATURES, compute_features

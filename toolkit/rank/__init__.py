@@ -1,5 +1,13 @@
-"""Stages 1, 4 and 5 of the seeds' pipeline: candidates, the value model, and the rules after it."""
+"""Stages 1, 4 and 5 of the seeds' pipeline: candidates, the value model, and the rules after it.
 
+Example
+-------
+>>> from toolkit.rank import surface_config, resolve_weights
+>>> resolve_weights("reels", {"audio_page": 0})["audio_page"]
+0.0
+"""
+
+from toolkit.rank.candidates import candidate_recall, candidates_for
 from toolkit.rank.config import (
     ActionWeight,
     RuleSpec,
@@ -10,18 +18,28 @@ from toolkit.rank.config import (
     resolve_weights,
     surface_config,
 )
-
+from toolkit.rank.policy import compare_policies, evaluate_policy
 from toolkit.rank.ranker import RankingCache, rank
+from toolkit.rank.rules import apply_rules, rule_factors, rule_inputs
+from toolkit.rank.value import value_scores
 
 __all__ = [
-    "RankingCache",
-    "rank",
     "ActionWeight",
+    "RankingCache",
     "RuleSpec",
     "SurfaceConfig",
+    "apply_rules",
+    "candidate_recall",
+    "candidates_for",
+    "compare_policies",
+    "evaluate_policy",
     "load_surfaces",
     "parse_weights",
+    "rank",
     "resolve_rules",
     "resolve_weights",
+    "rule_factors",
+    "rule_inputs",
     "surface_config",
+    "value_scores",
 ]

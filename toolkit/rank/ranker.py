@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -40,6 +41,8 @@ from toolkit.store.schema import DEVICES
 
 #: Device assumed for a viewer the store has never seen on any device.
 DEFAULT_DEVICE = "android"
+#: Re-ranking many viewers runs on threads in blocks of at least this many viewers.
+_ROWS_PER_BLOCK = 1000
 
 
 @contextmanager
@@ -297,15 +300,33 @@ class RankingCache:
         return {a: w for a, w in weights.items() if a in self.actions}
 
     def top_posts(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> np.ndarray:
-        """Post ids of each viewer's top ``k`` as a (viewers, k) array, -1 where fewer remain; the fast path."""
+        """Post ids of each viewer's top ``k`` as a (viewers, k) array, -1 where fewer remain; the fast path.
+
+        Every viewer of the cache (or ``user_ids``), in cache order. Large caches are cut into
+        blocks of rows ranked on parallel threads: numpy releases the GIL in its sorts and
+        arithmetic, which gains about a quarter on two cores.
+        """
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise FeedlabError(f"k must be a whole number >= 1 (got {k!r})")
         w = self.weights(weights)
         vector = np.array([w.get(a, 0.0) for a in self.actions], dtype=np.float32)
-        rows = None if user_ids is None else self._rows(user_ids)
-        take = (lambda a: a) if rows is None else (lambda a: a[rows])
-        probs = take(self.probs)
+        diversity = self.rules.get("author_diversity")
+        if user_ids is not None:
+            return self._top_rows(self._rows(user_ids), vector, diversity, k)
+        n = len(self.user_ids)
+        blocks = max(1, min(2 * (os.cpu_count() or 1), n // _ROWS_PER_BLOCK))
+        bounds = np.linspace(0, n, blocks + 1).astype(int)
+        rows = [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+        if blocks == 1:
+            return self._top_rows(rows[0], vector, diversity, k)
+        with ThreadPoolExecutor(max_workers=os.cpu_count()) as pool:
+            return np.concatenate(list(pool.map(lambda r: self._top_rows(r, vector, diversity, k), rows)))
+
+    def _top_rows(self, rows: slice | np.ndarray, vector: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
+        probs = self.probs[rows]
         raw = (probs.reshape(-1, probs.shape[-1]) @ vector).reshape(probs.shape[:2])
-        order = _top_k(raw, take(self.factor), take(self.author_slot), self.rules.get("author_diversity"), k)
-        return np.where(order >= 0, np.take_along_axis(take(self.post_ids), np.maximum(order, 0), axis=1), -1)
+        order = _top_k(raw, self.factor[rows], self.author_slot[rows], diversity, k)
+        return np.where(order >= 0, np.take_along_axis(self.post_ids[rows], np.maximum(order, 0), axis=1), -1)
 
     def rerank(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> pl.DataFrame:
         """Every cached viewer's top ``k`` under ``weights``: user_id, position, post_id."""
@@ -336,11 +357,16 @@ class RankingCache:
 
 def _adjust(score: np.ndarray, factor: np.ndarray) -> np.ndarray:
     """A rule factor applied so that a demotion always lowers a score and a boost raises it; 0 removes."""
-    out = score * factor
-    negative = score < 0
-    if negative.any():
-        out[negative] = score[negative] / np.where(factor[negative] > 0, factor[negative], 1.0)
-    out[factor <= 0] = -np.inf
+    removed = factor <= 0
+    safe = factor + removed  # a removed item's factor 0 becomes 1, then -inf below
+    # s * f above 0, s / f below, as arithmetic: branching per item (np.where, masks) is several
+    # times slower when negative weights make scores of either sign common
+    multiplier = np.float32(1) / safe
+    multiplier -= safe
+    multiplier *= score < 0
+    multiplier += safe
+    out = score * multiplier
+    np.putmask(out, removed, -np.inf)
     return out
 
 
@@ -396,11 +422,18 @@ def _top_k(raw: np.ndarray, factor: np.ndarray, author_slot: np.ndarray, diversi
         best_outside = np.full(V, -np.inf, dtype=np.float32)
         ranked = np.sort(keys, axis=1)
     order, kth, forced = _diversify(ranked, author_slot, diversity, k)
-    # redo a row when an item left outside could beat its k-th, or when its greedy reorder ran
-    # out of other authors while items outside remained
+    # redo a row with twice the items when an item left outside could beat its k-th, or when
+    # its greedy reorder ran out of other authors while items outside remained
     redo = np.flatnonzero((best_outside > kth) | (forced & np.isfinite(best_outside)))
-    if redo.size:
-        order[redo] = _diversify(np.sort(keys[redo], axis=1), author_slot[redo], diversity, k)[0]
+    while redo.size:
+        M = min(C, 2 * M)
+        if M < C:
+            part = np.partition(keys[redo], M, axis=1)
+            best_outside, ranked = _decode(part[:, M]), np.sort(part[:, :M], axis=1)
+        else:
+            best_outside, ranked = np.full(redo.size, -np.inf, dtype=np.float32), np.sort(keys[redo], axis=1)
+        order[redo], kth, forced = _diversify(ranked, author_slot[redo], diversity, k)
+        redo = redo[(best_outside > kth) | (forced & np.isfinite(best_outside))]
     return order
 
 
@@ -459,6 +492,9 @@ def _repeats(authors: np.ndarray, valid: np.ndarray, n_slots: int) -> np.ndarray
     return repeat
 
 
+_NEAR = np.arange(16)
+
+
 def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy per row over sorted items: the best unused item that keeps runs of one author <= limit.
 
@@ -485,13 +521,19 @@ def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> t
         a = authors[rows, pick]
         clash = live & (a == last) & (run >= limit)
         if clash.any():
+            # the next item of another author is usually close after the pointer: look there first
             c = np.flatnonzero(clash)
-            other = free[c] & (authors[c] != last[c, None])
-            found = other.any(axis=1)
-            moved_to = other[found].argmax(axis=1)
-            pick[c[found]] = moved_to
-            a[c[found]] = authors[c[found], moved_to]
-            forced[c[~found]] = True
+            near = np.minimum(ptr[c, None] + _NEAR, M - 1)
+            ok = free[c[:, None], near] & (authors[c[:, None], near] != last[c, None])
+            found = ok.any(axis=1)
+            pick[c[found]] = near[found, ok[found].argmax(axis=1)]
+            far = c[~found]
+            if far.size:
+                other = free[far] & (authors[far] != last[far, None])
+                any_other = other.any(axis=1)
+                pick[far[any_other]] = other[any_other].argmax(axis=1)
+                forced[far[~any_other]] = True
+            a[clash] = authors[clash, pick[clash]]
         out[:, j] = np.where(live, pick, -1)
         free[rows[live], pick[live]] = False
         run = np.where(live, np.where(a == last, run + 1, 1), run)
