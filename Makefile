@@ -38,8 +38,11 @@ $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
-bench: install
+# Each benchmark prints JSON of what it measured, on which machine (bench_predict takes ~15 min).
+bench: install $(DB)
 	$(VENV)/bin/python benchmarks/bench_store.py
+	$(VENV)/bin/python benchmarks/bench_predict.py --db $(DB)
+	$(VENV)/bin/python benchmarks/bench_rank.py --db $(DB) --surface explore
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache
