@@ -117,7 +117,7 @@ def test_fast_top_k_matches_the_obvious_algorithm():
             RuleSpec("author_diversity", True, {"mode": "decay", "decay": 0.5, "floor": 0.25, "max_in_row": 1}),
             RuleSpec("author_diversity", True, {"mode": "max_in_row", "decay": 0.5, "floor": 0.25, "max_in_row": int(rng.integers(1, 3))}),
         ):
-            assert (R._top_k(raw, factor, author, spec, k) == _reference_top_k(raw, factor, author, spec, k)).all()
+            assert (R._top_k(R._adjust(raw, factor), author, spec, k) == _reference_top_k(raw, factor, author, spec, k)).all()
 
 
 def test_bad_input_gives_clear_errors(ranked_world):

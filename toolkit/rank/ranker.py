@@ -220,6 +220,9 @@ class RankingCache:
     factor: np.ndarray  # (V, C) float32; 0 = removed by a rule, or padding
     _row_of: dict[int, int] = field(default_factory=dict, repr=False)
 
+    def __post_init__(self) -> None:
+        self._parts = _factor_parts(self.factor)  # weight-free: computed once per cache
+
     @classmethod
     def build(
         cls,
@@ -325,7 +328,8 @@ class RankingCache:
     def _top_rows(self, rows: slice | np.ndarray, vector: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
         probs = self.probs[rows]
         raw = (probs.reshape(-1, probs.shape[-1]) @ vector).reshape(probs.shape[:2])
-        order = _top_k(raw, self.factor[rows], self.author_slot[rows], diversity, k)
+        parts = tuple(a[rows] for a in self._parts)
+        order = _top_k(_adjust(raw, parts=parts), self.author_slot[rows], diversity, k)
         return np.where(order >= 0, np.take_along_axis(self.post_ids[rows], np.maximum(order, 0), axis=1), -1)
 
     def rerank(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> pl.DataFrame:
@@ -355,17 +359,24 @@ class RankingCache:
         return np.array([self._row_of[int(u)] for u in user_ids], dtype=np.int64)
 
 
-def _adjust(score: np.ndarray, factor: np.ndarray) -> np.ndarray:
-    """A rule factor applied so that a demotion always lowers a score and a boost raises it; 0 removes."""
+def _factor_parts(factor: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What :func:`_adjust` needs of the rule factors, which do not change with the weights."""
     removed = factor <= 0
-    safe = factor + removed  # a removed item's factor 0 becomes 1, then -inf below
+    safe = factor + removed  # a removed item's factor 0 becomes 1, then -inf in _adjust
+    return safe, np.float32(1) / safe - safe, removed
+
+
+def _adjust(score: np.ndarray, factor: np.ndarray | None = None, *, parts=None) -> np.ndarray:
+    """A rule factor applied so that a demotion always lowers a score and a boost raises it; 0 removes.
+
+    ``parts`` (from :func:`_factor_parts`) replaces ``factor`` when a cache has them ready.
+    """
+    safe, spread, removed = parts if parts is not None else _factor_parts(factor)
     # s * f above 0, s / f below, as arithmetic: branching per item (np.where, masks) is several
     # times slower when negative weights make scores of either sign common
-    multiplier = np.float32(1) / safe
-    multiplier -= safe
-    multiplier *= score < 0
-    multiplier += safe
-    out = score * multiplier
+    out = spread * (score < 0)
+    out += safe
+    out *= score
     np.putmask(out, removed, -np.inf)
     return out
 
@@ -401,19 +412,19 @@ def _decode(keys: np.ndarray) -> np.ndarray:
     return (ordered ^ ((ordered >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
-def _top_k(raw: np.ndarray, factor: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
-    """Column indices of each row's top k after the factors and author diversity (-1: none left).
+def _top_k(score: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
+    """Column indices of each row's top k by ``score`` (after the rule factors) and author diversity (-1: none left).
 
-    Each row's columns must be in ascending post id order: equal scores rank the lower post id
-    first, as :func:`toolkit.rank.rules.apply_rules` does.
+    Removed items score -inf. Each row's columns must be in ascending post id order: equal
+    scores rank the lower post id first, as :func:`toolkit.rank.rules.apply_rules` does.
     """
-    V, C = raw.shape
+    V, C = score.shape
     if C > _COL_MASK:
         raise FeedlabError(f"at most {_COL_MASK} candidates per viewer can be re-ranked (got {C})")
-    keys = _keys(_adjust(raw.astype(np.float32, copy=False), factor), np.arange(C, dtype=np.int64))
+    keys = _keys(score, np.arange(C, dtype=np.int64))
     # Work on each row's best M items only; rows where an item outside could still reach the
     # top k after diversity are redone on all their items.
-    M = min(C, max(3 * k, k + 20))
+    M = min(C, max(2 * k, k + 20))
     if M < C:
         part = np.partition(keys, M, axis=1)  # the M best first, the best one left out at M
         best_outside = _decode(part[:, M])
