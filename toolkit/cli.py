@@ -133,7 +133,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_rank(args: argparse.Namespace) -> int:
     from toolkit.rank import parse_weights, rank
 
-    rules = {name.strip(): False for name in (args.rules_off or "").split(",") if name.strip()}
+    rules = _rules_off(args.rules_off)
     top = rank(
         args.db, args.surface, args.user, at=args.at, weights=parse_weights(args.weights or ""), rules=rules or None, k=args.k
     )
@@ -151,7 +151,7 @@ def _cmd_explain(args: argparse.Namespace) -> int:
     from toolkit.explain import explain_post, explain_reach
     from toolkit.rank import parse_weights
 
-    rules = {name.strip(): False for name in (args.rules_off or "").split(",") if name.strip()}
+    rules = _rules_off(args.rules_off)
     weights = parse_weights(args.weights or "")
     if args.user is not None and args.reach:
         raise FeedlabError("give --user to explain the post for one viewer, or --reach to explain its reach, not both")
@@ -206,6 +206,11 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     for m in c["biggest_movers"]:
         print(f"  session {m['session_id']}: post {m['post_id']} from {m['position_a']} to {m['position_b']}")
     return 0
+
+
+def _rules_off(text: str | None) -> dict[str, bool]:
+    """``--rules-off a,b`` as rule overrides ``{"a": False, "b": False}``."""
+    return {name.strip(): False for name in (text or "").split(",") if name.strip()}
 
 
 def _print_ranking(top) -> None:

@@ -78,20 +78,24 @@ def as_time(at: str | date | datetime | None, con: duckdb.DuckDBPyConnection) ->
         raise FeedlabError(f"cannot read {at!r} as a date or time; use e.g. 2026-01-12 or 2026-01-12T20:00") from None
 
 
-def usable_weights(cfg: SurfaceConfig, overrides: Mapping[str, float] | None, models: TrainedSurface) -> dict[str, float]:
+def usable_weights(
+    cfg: SurfaceConfig, overrides: Mapping[str, float] | None, models: TrainedSurface | Sequence[str]
+) -> dict[str, float]:
     """The surface's weights with ``overrides``, restricted to the actions the models predict.
 
-    A default weight on an action without a model (too rare to train) is left out; an override
-    naming one is an error, since the user asked for something that cannot act.
+    ``models`` is the trained models or their list of actions. A default weight on an action
+    without a model (too rare to train) is left out; an override naming one is an error, since
+    the user asked for something that cannot act.
     """
+    actions = list(models.actions if isinstance(models, TrainedSurface) else models)
     weights = resolve_weights(cfg, overrides)
-    untrained = [a for a in (overrides or {}) if a not in models.actions]
+    untrained = [a for a in (overrides or {}) if a not in actions]
     if untrained:
         raise FeedlabError(
             f"no {cfg.name} model predicts {', '.join(untrained)} (too few examples to train); "
-            f"the models predict {', '.join(models.actions)}"
+            f"the models predict {', '.join(actions)}"
         )
-    return {a: w for a, w in weights.items() if a in models.actions}
+    return {a: w for a, w in weights.items() if a in actions}
 
 
 def viewer_devices(con: duckdb.DuckDBPyConnection, user_ids: Sequence[int], *, at: datetime) -> pl.DataFrame:
@@ -296,11 +300,7 @@ class RankingCache:
 
     def weights(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
         """The surface's weights with ``overrides``, over the cached actions (checked as in :func:`rank`)."""
-        weights = resolve_weights(self.config, overrides)
-        untrained = [a for a in (overrides or {}) if a not in self.actions]
-        if untrained:
-            raise FeedlabError(f"no {self.surface} model predicts {', '.join(untrained)}; the models predict {', '.join(self.actions)}")
-        return {a: w for a, w in weights.items() if a in self.actions}
+        return usable_weights(self.config, overrides, self.actions)
 
     def top_posts(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> np.ndarray:
         """Post ids of each viewer's top ``k`` as a (viewers, k) array, -1 where fewer remain; the fast path.
