@@ -137,7 +137,7 @@ def test_bad_input_gives_clear_errors(ranked_world):
         rank(ranked_world, "reels", user)  # no reels models saved
     with pytest.raises(FeedlabError, match="unknown rule"):
         rank(ranked_world, "feed", user, rules={"shadowban": True})
-    with pytest.raises(FeedlabError, match="cannot read"):
+    with pytest.raises(FeedlabError, match="is not a date or time"):
         rank(ranked_world, "feed", user, at="next tuesday")
 
 

@@ -47,12 +47,11 @@ from toolkit.rank.ranker import (
     _models,
     as_time,
     open_store,
-    predict_candidates,
+    rank_candidates,
     usable_weights,
     viewer_devices,
 )
-from toolkit.rank.rules import _ordinal, apply_rules, rule_factors, rule_inputs
-from toolkit.rank.value import value_scores
+from toolkit.rank.rules import _ordinal, rule_factors
 from toolkit.signals import compute_features
 from toolkit.signals.registry import FEATURES
 
@@ -150,8 +149,7 @@ def explain_post(
         w = usable_weights(cfg, weights, trained)
         specs = resolve_rules(cfg, rules)
         candidates = candidates_for(con, surface, [user_id], at=when, config=cfg)
-        predicted = predict_candidates(con, trained, candidates, at=when)
-        ranked = apply_rules(rule_inputs(con, value_scores(predicted, w), at=when), specs)
+        ranked = rank_candidates(con, trained, candidates, at=when, weights=w, rules=specs)
         mine = ranked.filter(pl.col("post_id") == post["post_id"])
         candidate = mine.height > 0
         reason = None
@@ -161,8 +159,7 @@ def explain_post(
                 {"user_id": [user_id], "post_id": [post["post_id"]], "author_id": [post["author_id"]], "source": [None]},
                 schema={"user_id": pl.Int64, "post_id": pl.Int64, "author_id": pl.Int64, "source": pl.String},
             )
-            alone = predict_candidates(con, trained, alone, at=when)
-            mine = apply_rules(rule_inputs(con, value_scores(alone, w), at=when), specs)
+            mine = rank_candidates(con, trained, alone, at=when, weights=w, rules=specs)
         features = _feature_row(con, trained, user_id, post["post_id"], when)
 
     row = mine.row(0, named=True)
@@ -279,7 +276,7 @@ def _not_candidate_reason(
 def _feature_row(
     con: duckdb.DuckDBPyConnection, trained: TrainedSurface, user_id: int, post_id: int, when: datetime
 ) -> pl.DataFrame:
-    """The post's features for the viewer at ``when``, exactly as :func:`predict_candidates` computes them."""
+    """The post's features for the viewer at ``when``, exactly as :func:`toolkit.rank.ranker.predict_candidates` computes them."""
     device = viewer_devices(con, [user_id], at=when)["device"][0]
     request = pl.DataFrame(
         {"user_id": [user_id], "post_id": [post_id], "ts": [when], "device": [device]},

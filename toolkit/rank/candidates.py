@@ -36,13 +36,14 @@ Example
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Any
 
 import duckdb
 import polars as pl
 
 from toolkit.errors import FeedlabError
+from toolkit.predict.train import parse_time
 from toolkit.rank.config import CANDIDATE_SOURCES, SurfaceConfig, surface_config
 from toolkit.store.schema import CONTENT_FLAGS, RECOMMENDATION_SURFACES, SURFACES, schema_ddl
 
@@ -287,7 +288,7 @@ def candidates_for(
     only the popular posts reach them, most engaged first.
     """
     cfg = _config(surface, config)
-    at = _naive_utc(at)
+    at = parse_time(at)
     viewers = _viewer_frame(user_ids)
     params = _source_params(cfg, at)
     if viewers.height == 0 or cfg.max_candidates <= 0:
@@ -357,7 +358,7 @@ def candidate_recall(
     {'recall': 0.5, 'positives': 2, 'found': 1, 'viewers': 1, 'per_source': {'coengaged_accounts': 1, 'popular_recent': 0}}
     """
     cfg = _config(surface, config)
-    at = _naive_utc(at)
+    at = parse_time(at)
     if not isinstance(horizon, timedelta) or horizon <= timedelta(0):
         raise FeedlabError(f"horizon must be a positive timedelta (got {horizon!r})")
     viewers = _viewer_frame(user_ids)
@@ -408,14 +409,6 @@ def _config(surface: str, config: SurfaceConfig | None) -> SurfaceConfig:
     if surface not in SURFACES:
         raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
     return config
-
-
-def _naive_utc(at: datetime) -> datetime:
-    if not isinstance(at, datetime):
-        raise FeedlabError(f"at must be a datetime (got {at!r})")
-    if at.tzinfo is not None:  # the store holds naive UTC timestamps
-        at = at.astimezone(timezone.utc).replace(tzinfo=None)
-    return at
 
 
 def _viewer_frame(user_ids: Sequence[int]) -> pl.DataFrame:

@@ -45,6 +45,7 @@ import numpy as np
 import polars as pl
 
 from toolkit.errors import FeedlabError
+from toolkit.predict.train import parse_time
 from toolkit.store.schema import ACTIONS, SURFACES
 
 NAN = float("nan")
@@ -399,11 +400,11 @@ def logged_sessions(
 
     where, params = ["i.surface = ?"], [surface]
     if start is not None:
-        where.append("i.ts >= ?::TIMESTAMP")
-        params.append(start)
+        where.append("i.ts >= ?")
+        params.append(parse_time(start))
     if end is not None:
-        where.append("i.ts < ?::TIMESTAMP")
-        params.append(end)
+        where.append("i.ts < ?")
+        params.append(parse_time(end))
 
     simulated = _has_table(con, "sim_impression_inputs")
     if simulated:

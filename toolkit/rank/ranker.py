@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -31,6 +31,7 @@ from toolkit.errors import FeedlabError
 from toolkit.predict.model import TrainedSurface
 from toolkit.predict.persist import load_models
 from toolkit.predict.predict import predict_actions
+from toolkit.predict.train import parse_time
 from toolkit.rank.candidates import candidates_for
 from toolkit.rank.config import RuleSpec, SurfaceConfig, resolve_rules, resolve_weights, surface_config
 from toolkit.rank.rules import apply_rules, rule_factors, rule_inputs
@@ -59,23 +60,16 @@ def open_store(store: str | os.PathLike | duckdb.DuckDBPyConnection):
 
 
 def as_time(at: str | date | datetime | None, con: duckdb.DuckDBPyConnection) -> datetime:
-    """``at`` as a datetime; None is just after the store's last logged event ("now")."""
-    if at is None:
-        rows = con.sql(
-            "select greatest((select max(ts) from impressions), (select max(created_at) from posts), "
-            "(select max(ts) from engagements))"
-        ).fetchall()
-        if not rows or rows[0][0] is None:
-            raise FeedlabError("the store is empty: no impressions, posts or engagements to rank from")
-        return rows[0][0] + timedelta(microseconds=1)
-    if isinstance(at, datetime):
-        return at
-    if isinstance(at, date):
-        return datetime.combine(at, time())
-    try:
-        return datetime.fromisoformat(str(at))
-    except ValueError:
-        raise FeedlabError(f"cannot read {at!r} as a date or time; use e.g. 2026-01-12 or 2026-01-12T20:00") from None
+    """``at`` as a naive UTC datetime (see :func:`toolkit.predict.parse_time`); None is just after the store's last event ("now")."""
+    if at is not None:
+        return parse_time(at)
+    rows = con.sql(
+        "select greatest((select max(ts) from impressions), (select max(created_at) from posts), "
+        "(select max(ts) from engagements))"
+    ).fetchall()
+    if not rows or rows[0][0] is None:
+        raise FeedlabError("the store is empty: no impressions, posts or engagements to rank from")
+    return rows[0][0] + timedelta(microseconds=1)
 
 
 def usable_weights(
@@ -182,9 +176,25 @@ def rank(
         rule_specs = resolve_rules(cfg, rules)
         when = as_time(at, con)
         candidates = candidates_for(con, surface, [int(user_id)], at=when, config=cfg)
-        predicted = predict_candidates(con, trained, candidates, at=when)
-        ranked = apply_rules(rule_inputs(con, value_scores(predicted, w), at=when), rule_specs)
+        ranked = rank_candidates(con, trained, candidates, at=when, weights=w, rules=rule_specs)
     return _shown(ranked, w, k)
+
+
+def rank_candidates(
+    con: duckdb.DuckDBPyConnection,
+    models: TrainedSurface,
+    candidates: pl.DataFrame,
+    *,
+    at: datetime,
+    weights: Mapping[str, float],
+    rules: Mapping[str, RuleSpec],
+) -> pl.DataFrame:
+    """Stages 3 to 5 for a candidate frame: predictions, value model, rules; every row, removed ones too.
+
+    ``weights`` and ``rules`` are resolved (:func:`usable_weights`, :func:`~toolkit.rank.config.resolve_rules`).
+    """
+    predicted = predict_candidates(con, models, candidates, at=at)
+    return apply_rules(rule_inputs(con, value_scores(predicted, weights), at=at), rules)
 
 
 def _shown(ranked: pl.DataFrame, weights: Mapping[str, float], k: int) -> pl.DataFrame:
