@@ -115,9 +115,35 @@ def test_fast_top_k_matches_the_obvious_algorithm():
         for spec in (
             None,
             RuleSpec("author_diversity", True, {"mode": "decay", "decay": 0.5, "floor": 0.25, "max_in_row": 1}),
-            RuleSpec("author_diversity", True, {"mode": "max_in_row", "decay": 0.5, "floor": 0.25, "max_in_row": int(rng.integers(1, 3))}),
+            RuleSpec("author_diversity", True, {"mode": "max_in_row", "decay": 0.5, "floor": 0.25, "max_in_row": int(rng.integers(1, 4))}),
         ):
-            assert (R._top_k(R._adjust(raw, factor), author, spec, k) == _reference_top_k(raw, factor, author, spec, k)).all()
+            expected = _reference_top_k(raw, factor, author, spec, k)
+            assert (R._top_k(R._adjust(raw, factor), author, spec, k) == expected).all()
+            # scores given block by block, as the cache does, give the same order
+            blocks = R._top_k(lambda rows: R._adjust(raw[rows], factor[rows]), author, spec, k, block=int(rng.integers(1, 8)))
+            assert (blocks == expected).all()
+
+
+def test_max_in_row_pass_equals_the_greedy_step_by_step():
+    """The one-pass greedy equals picking, slot by slot, the best unused item that keeps runs <= limit."""
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        V, M, k, limit = int(rng.integers(1, 30)), int(rng.integers(1, 60)), int(rng.integers(1, 40)), int(rng.integers(1, 4))
+        authors = rng.integers(0, max(1, M // int(rng.integers(1, 10))), (V, M)).astype(np.int32)
+        valid = np.arange(M)[None, :] < rng.integers(0, M + 1, V)[:, None]  # removed items sort last
+        picked, forced = R._max_in_row(authors, valid, limit, k)
+        for v in range(V):
+            left, chosen, last, run, broke = list(np.flatnonzero(valid[v])), [], None, 0, False
+            while left and len(chosen) < k:
+                pick = next((c for c in left if not (authors[v, c] == last and run >= limit)), None)
+                if pick is None:
+                    pick, broke = left[0], True
+                left.remove(pick)
+                chosen.append(pick)
+                run, last = (run + 1 if authors[v, pick] == last else 1), authors[v, pick]
+            assert list(picked[v][picked[v] >= 0]) == chosen
+            assert (picked[v][len(chosen) :] == -1).all()
+            assert forced[v] == broke
 
 
 def test_bad_input_gives_clear_errors(ranked_world):

@@ -15,7 +15,7 @@ Example
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -336,10 +336,14 @@ class RankingCache:
             return np.concatenate(list(pool.map(lambda r: self._top_rows(r, vector, diversity, k), rows)))
 
     def _top_rows(self, rows: slice | np.ndarray, vector: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
-        probs = self.probs[rows]
-        raw = (probs.reshape(-1, probs.shape[-1]) @ vector).reshape(probs.shape[:2])
-        parts = tuple(a[rows] for a in self._parts)
-        order = _top_k(_adjust(raw, parts=parts), self.author_slot[rows], diversity, k)
+        probs, parts = self.probs[rows], tuple(a[rows] for a in self._parts)
+
+        def scores(r: slice | np.ndarray) -> np.ndarray:
+            p = probs[r]
+            raw = (p.reshape(-1, p.shape[-1]) @ vector).reshape(p.shape[:2])
+            return _adjust(raw, parts=tuple(a[r] for a in parts))
+
+        order = _top_k(scores, self.author_slot[rows], diversity, k)
         return np.where(order >= 0, np.take_along_axis(self.post_ids[rows], np.maximum(order, 0), axis=1), -1)
 
     def rerank(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> pl.DataFrame:
@@ -422,37 +426,51 @@ def _decode(keys: np.ndarray) -> np.ndarray:
     return (ordered ^ ((ordered >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
-def _top_k(score: np.ndarray, author_slot: np.ndarray, diversity: RuleSpec | None, k: int) -> np.ndarray:
+def _top_k(
+    score: np.ndarray | Callable[[slice | np.ndarray], np.ndarray],
+    author_slot: np.ndarray,
+    diversity: RuleSpec | None,
+    k: int,
+    *,
+    block: int = 64,
+) -> np.ndarray:
     """Column indices of each row's top k by ``score`` (after the rule factors) and author diversity (-1: none left).
 
-    Removed items score -inf. Each row's columns must be in ascending post id order: equal
-    scores rank the lower post id first, as :func:`toolkit.rank.rules.apply_rules` does.
+    ``score`` is a (V, C) array, or a function giving the scores of some of its rows, which is
+    called on blocks of ``block`` rows so that each block's scores, sort keys and partition
+    stay in the CPU's cache instead of crossing memory several times. Removed items score
+    -inf. Each row's columns must be in ascending post id order: equal scores rank the lower
+    post id first, as :func:`toolkit.rank.rules.apply_rules` does.
     """
-    V, C = score.shape
+    score_of = score if callable(score) else score.__getitem__
+    V, C = author_slot.shape
     if C > _COL_MASK:
         raise FeedlabError(f"at most {_COL_MASK} candidates per viewer can be re-ranked (got {C})")
-    keys = _keys(score, np.arange(C, dtype=np.int64))
+    cols = np.arange(C, dtype=np.int64)
+
+    def best(rows: slice | np.ndarray, M: int) -> tuple[np.ndarray, np.ndarray]:
+        """The rows' M best items as sorted keys, and the best score left outside them."""
+        keys = _keys(score_of(rows), cols)
+        if M == C:
+            return np.sort(keys, axis=1), np.full(len(keys), -np.inf, dtype=np.float32)
+        part = np.partition(keys, M, axis=1)  # the M best first, the best one left out at M
+        return np.sort(part[:, :M], axis=1), _decode(part[:, M])
+
     # Work on each row's best M items only; rows where an item outside could still reach the
     # top k after diversity are redone on all their items.
     M = min(C, max(2 * k, k + 20))
-    if M < C:
-        part = np.partition(keys, M, axis=1)  # the M best first, the best one left out at M
-        best_outside = _decode(part[:, M])
-        ranked = np.sort(part[:, :M], axis=1)
-    else:
-        best_outside = np.full(V, -np.inf, dtype=np.float32)
-        ranked = np.sort(keys, axis=1)
+    ranked = np.empty((V, M), dtype=np.int64)
+    best_outside = np.empty(V, dtype=np.float32)
+    for start in range(0, V, block):
+        rows = slice(start, min(V, start + block))
+        ranked[rows], best_outside[rows] = best(rows, M)
     order, kth, forced = _diversify(ranked, author_slot, diversity, k)
     # redo a row with twice the items when an item left outside could beat its k-th, or when
     # its greedy reorder ran out of other authors while items outside remained
     redo = np.flatnonzero((best_outside > kth) | (forced & np.isfinite(best_outside)))
     while redo.size:
         M = min(C, 2 * M)
-        if M < C:
-            part = np.partition(keys[redo], M, axis=1)
-            best_outside, ranked = _decode(part[:, M]), np.sort(part[:, :M], axis=1)
-        else:
-            best_outside, ranked = np.full(redo.size, -np.inf, dtype=np.float32), np.sort(keys[redo], axis=1)
+        ranked, best_outside = best(redo, M)
         order[redo], kth, forced = _diversify(ranked, author_slot[redo], diversity, k)
         redo = redo[(best_outside > kth) | (forced & np.isfinite(best_outside))]
     return order
@@ -513,59 +531,79 @@ def _repeats(authors: np.ndarray, valid: np.ndarray, n_slots: int) -> np.ndarray
     return repeat
 
 
-_NEAR = np.arange(16)
-
-
 def _max_in_row(authors: np.ndarray, valid: np.ndarray, limit: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Greedy per row over sorted items: the best unused item that keeps runs of one author <= limit.
 
     Returns the picked positions (V, k; -1 when none is left) and whether a row had to take an
-    item beyond the limit because only its author was left. Vectorised over rows: each step
-    takes the row's first unused item unless that breaks the limit, and searches further only
-    in the rows where it does.
+    item beyond the limit because only its author was left.
+
+    The greedy is one pass over the sorted items, vectorised over rows, with a small state per
+    row: the author X of the current run, its length, and a queue of X's items that wait. An
+    item of X joins the run while it is shorter than ``limit`` and waits otherwise; an item of
+    another author is shown, then up to ``limit`` waiting items follow it (first come, first
+    served), or, with none waiting, it starts a new run. Only X's items ever wait, because X
+    changes only when none do; so the greedy's "best unused item of another author" is always
+    the next item of the pass. Items still waiting at the end are shown last ("forced").
     """
     V, M = authors.shape
-    limit = max(limit, 1)
-    rows = np.arange(V)
-    free = valid.copy()
-    has_free = free.any(axis=1)
-    ptr = np.where(has_free, free.argmax(axis=1), M)  # first free position of each row, M: none
-    last = np.full(V, -1, dtype=authors.dtype)
-    run = np.zeros(V, dtype=np.int64)
+    limit = max(int(limit), 1)
+    n_out = min(k, M)
+    rows = np.arange(V)  # the rows still filling their k slots; full ones are dropped as they go
+    A = np.ascontiguousarray(authors.T)  # (M, V): each step of the pass reads contiguous rows
+    ok = np.ascontiguousarray(valid.T)
+    first = 0  # the step that A's and ok's first row holds
+    X = np.full(V, -1, dtype=A.dtype)  # author slots are >= 0
+    run = np.zeros(V, dtype=np.int32)
+    # Flat arrays with one segment of M + 1 cells per row. Every step writes every row's next
+    # cell, wanted or not, and advances only the rows that meant it: an unwanted write is
+    # overwritten by the row's next real one, or lies past its end. No boolean indexing.
+    queue = np.zeros(V * (M + 1), dtype=np.int64)  # the waiting items, between head and tail
+    head = rows * (M + 1)
+    tail = head.copy()
+    out = np.zeros(V * (M + 1), dtype=np.int64)
+    shown = rows * (M + 1)  # each row's next cell in ``out``
+    full = shown + n_out
+
+    for i in range(M):
+        if i % 8 == 0:
+            filling = shown < full
+            if not filling.any():
+                break  # every row has its k: later items cannot get in
+            if filling.sum() < 0.75 * len(rows):
+                keep = np.flatnonzero(filling)
+                rows, X, run, head, tail, shown, full = (x[keep] for x in (rows, X, run, head, tail, shown, full))
+                A, ok, first = A[i - first :, keep], ok[i - first :, keep], i
+        a, v = A[i - first], ok[i - first]
+        same = (a == X) & v
+        other = v ^ same
+        wait = same & (run >= limit)  # items only wait behind a full run
+        queue[tail] = i
+        tail += wait
+        out[shown] = i
+        shown += v ^ wait
+        run += same ^ wait
+        waiting = tail - wait - head
+        had = waiting > 0
+        m = np.minimum(waiting, limit) * other  # waiting items shown right after this one
+        for t in range(limit):
+            if not (these := m > t).any():
+                break
+            out[shown] = queue[head]
+            shown += these
+            head += these
+        np.copyto(run, np.where(had, m, 1), where=other)
+        np.copyto(X, a, where=other & ~had)
+    # items still waiting when no other author is left: shown last, beyond the limit
+    left = (head < tail) & (shown < full)
     forced = np.zeros(V, dtype=bool)
-    out = np.full((V, min(k, M)), -1, dtype=np.int64)
-    for j in range(out.shape[1]):
-        live = ptr < M
-        if not live.any():
-            break
-        pick = np.minimum(ptr, M - 1)
-        a = authors[rows, pick]
-        clash = live & (a == last) & (run >= limit)
-        if clash.any():
-            # the next item of another author is usually close after the pointer: look there first
-            c = np.flatnonzero(clash)
-            near = np.minimum(ptr[c, None] + _NEAR, M - 1)
-            ok = free[c[:, None], near] & (authors[c[:, None], near] != last[c, None])
-            found = ok.any(axis=1)
-            pick[c[found]] = near[found, ok[found].argmax(axis=1)]
-            far = c[~found]
-            if far.size:
-                other = free[far] & (authors[far] != last[far, None])
-                any_other = other.any(axis=1)
-                pick[far[any_other]] = other[any_other].argmax(axis=1)
-                forced[far[~any_other]] = True
-            a[clash] = authors[clash, pick[clash]]
-        out[:, j] = np.where(live, pick, -1)
-        free[rows[live], pick[live]] = False
-        run = np.where(live, np.where(a == last, run + 1, 1), run)
-        last = np.where(live, a, last)
-        # advance the pointers that were taken; the next position is usually free
-        took_ptr = live & (pick == ptr)
-        nxt = np.minimum(ptr + 1, M - 1)
-        simple = took_ptr & (ptr + 1 < M) & free[rows, nxt]
-        ptr = np.where(simple, ptr + 1, ptr)
-        rest = np.flatnonzero(took_ptr & ~simple)
-        if rest.size:
-            left = free[rest]
-            ptr[rest] = np.where(left.any(axis=1), left.argmax(axis=1), M)
+    forced[rows[left]] = True
+    while left.any():
+        out[shown] = queue[head]
+        shown += left
+        head += left
+        left &= (head < tail) & (shown < full)
+    out = out.reshape(V, M + 1)[:, :n_out]
+    count = np.full(V, n_out)  # rows dropped when full
+    count[rows] = shown - rows * (M + 1)
+    out[np.arange(n_out) >= count[:, None]] = -1
     return out, forced
