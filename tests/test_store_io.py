@@ -618,3 +618,18 @@ def test_references_resolve_against_the_store(store: Path, tmp_path: Path) -> No
     del frames["follows"], frames["engagements"]
     summary = import_dir(store, write_frames(frames, tmp_path / "batch2"), progress=False)
     assert summary["rows_added"] == {"users": 0, "follows": 0, "posts": 1, "impressions": 1, "engagements": 0}
+
+
+def test_default_store_is_found_from_the_project_root_or_the_environment(tmp_path: Path, monkeypatch) -> None:
+    from toolkit.store import STORE_ENV, default_store
+
+    monkeypatch.delenv(STORE_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)  # a notebook's kernel starts in notebooks/, not the root
+    root = Path(__file__).resolve().parents[1]
+    assert default_store(must_exist=False) == root / "data" / "feedlab.duckdb"
+    elsewhere = tmp_path / "mine.duckdb"
+    monkeypatch.setenv(STORE_ENV, str(elsewhere))
+    with pytest.raises(FeedlabError, match="does not exist yet"):
+        default_store()
+    connect(elsewhere).close()
+    assert default_store() == elsewhere

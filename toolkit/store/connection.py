@@ -103,3 +103,27 @@ def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
         "select path from duckdb_databases() where database_name = current_database()"
     ).fetchall()
     return Path(rows[0][0]) if rows and rows[0][0] else None
+
+
+#: The environment variable that points notebooks and commands at another store than the default.
+STORE_ENV = "FEEDLAB_DB"
+
+
+def default_store(*, must_exist: bool = True) -> Path:
+    """The default store's path: ``$FEEDLAB_DB`` if set, else ``data/feedlab.duckdb`` in the project root.
+
+    The project root is found from the package's own location, not the working directory, so a
+    notebook finds the data whichever folder its kernel started in (nbval starts it in
+    ``notebooks/``). With ``must_exist`` a missing file is a clear error that says how to build it.
+
+    Example
+    -------
+    >>> default_store(must_exist=False).name  # doctest: +SKIP
+    'feedlab.duckdb'
+    """
+    env = os.environ.get(STORE_ENV)
+    path = Path(env).expanduser() if env else Path(__file__).resolve().parents[2] / "data" / "feedlab.duckdb"
+    if must_exist and not path.exists():
+        how = f"unset {STORE_ENV} or point it at a store" if env else "run `make data` in the project root"
+        raise FeedlabError(f"{path}: the default store does not exist yet ({how})")
+    return path
