@@ -371,7 +371,7 @@ def _digest(path) -> str:
 def feed_trained(world4_path):
     """`feedlab train` on the feed of the 4-day world; returns (exit status, stdout, db digest before)."""
     before = _digest(world4_path)
-    return main(["train", "--db", str(world4_path), "--surface", "feed", "--quiet"]), before
+    return main(["train", "--db", str(world4_path), "--surface", "feed", "--learning-rate", "0.2", "--max-rounds", "60", "--quiet"]), before
 
 
 def test_cli_train_saves_models_and_leaves_the_store_alone(world4_path, feed_trained, capsys):
@@ -381,6 +381,7 @@ def test_cli_train_saves_models_and_leaves_the_store_alone(world4_path, feed_tra
     folder = world4_path.parent / "w4.models" / "feed"
     meta = json.loads((folder / "metadata.json").read_text())
     assert "like" in meta["actions"] and (folder / "like.ubj").exists()
+    assert meta["params"]["eta"] == 0.2 and max(meta["best_iteration"].values()) < 60
     # 4 days: train on the first three, test on the last
     assert meta["train_until"] == "2026-01-08T00:00:00" and meta["window"]["valid_start"] == "2026-01-07T00:00:00"
 
@@ -440,3 +441,7 @@ def test_cli_errors(world4_path, tmp_path, capsys):
     assert "no such database" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["train", "--db", str(world4_path), "--surface", "timeline"])
+    for option, value in (("--learning-rate", "0"), ("--learning-rate", "nan"), ("--max-rounds", "-3"), ("--max-rounds", "x")):
+        with pytest.raises(SystemExit):
+            main(["train", "--db", str(world4_path), "--surface", "feed", option, value])
+        assert option in capsys.readouterr().err

@@ -10,7 +10,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from toolkit.errors import FeedlabError
 
@@ -61,7 +63,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     # read-only: training reads the store and writes only the model files beside it
     con = connect(args.db, read_only=True)
     try:
-        trained = train_surface(con, args.surface, train_until=args.train_until, progress=not args.quiet)
+        trained = train_surface(
+            con,
+            args.surface,
+            train_until=args.train_until,
+            params=None if args.learning_rate is None else {"eta": args.learning_rate},
+            **({} if args.max_rounds is None else {"max_rounds": args.max_rounds}),
+            progress=not args.quiet,
+        )
     finally:
         con.close()
     folder = save_models(trained, args.db)
@@ -208,6 +217,21 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(kind: type) -> Callable[[str], Any]:
+    """An argparse type: a number of ``kind`` above 0."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind.__name__}: {text!r}") from None
+        if not (value > 0 and math.isfinite(value)):
+            raise argparse.ArgumentTypeError(f"must be above 0 (got {text})")
+        return value
+
+    return parse
+
+
 def _rules_off(text: str | None) -> dict[str, bool]:
     """``--rules-off a,b`` as rule overrides ``{"a": False, "b": False}``."""
     return {name.strip(): False for name in (text or "").split(",") if name.strip()}
@@ -305,6 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("train", "Train one action model per action of a surface, save them beside the store, print test metrics.", _cmd_train)
     p.add_argument("--surface", required=True, choices=SURFACES)
     p.add_argument("--train-until", metavar="DATE", help="train on impressions before this date or time, test on the rest (default: the last 20%% of days)")
+    p.add_argument("--learning-rate", type=_positive(float), metavar="ETA", help="XGBoost's eta (default: the toolkit's, see docs/predictors.md); higher needs fewer rounds")
+    p.add_argument("--max-rounds", type=_positive(int), metavar="N", help="most boosting rounds per action; early stopping usually ends sooner (default: the toolkit's)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("predict", "Write predicted action probabilities of a surface's impressions to Parquet.", _cmd_predict)
