@@ -15,5 +15,6 @@ Example
 """
 
 from toolkit.explain.explain import explain_post, explain_reach
+from toolkit.explain.shap import post_features, post_shap, shap_frame
 
-__all__ = ["explain_post", "explain_reach"]
+__all__ = ["explain_post", "explain_reach", "post_features", "post_shap", "shap_frame"]

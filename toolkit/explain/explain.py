@@ -27,7 +27,6 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -40,7 +39,7 @@ from toolkit.predict.model import TrainedSurface
 from toolkit.predict.persist import check_features
 from toolkit.predict.predict import feature_matrix
 from toolkit.rank.candidates import candidates_for
-from toolkit.rank.config import RuleSpec, SurfaceConfig, resolve_rules, surface_config
+from toolkit.rank.config import SurfaceConfig, resolve_rules, surface_config
 from toolkit.rank.ranker import (
     RankingCache,
     _check_user,
@@ -51,7 +50,7 @@ from toolkit.rank.ranker import (
     usable_weights,
     viewer_devices,
 )
-from toolkit.rank.rules import _ordinal, rule_factors
+from toolkit.rank.rules import _ordinal
 from toolkit.signals import compute_features
 from toolkit.signals.registry import FEATURES
 
@@ -617,14 +616,8 @@ def _reach(cache: RankingCache | None, weights: Mapping[str, float] | None, k: i
 
 
 def _without(cache: RankingCache, rules: list[str]) -> RankingCache:
-    """``cache`` with ``rules`` switched off: order-free factors recomputed from the cached items, no new predictions."""
-    variant: dict[str, RuleSpec] = {**cache.rules, **{r: replace(cache.rules[r], enabled=False) for r in rules}}
-    if set(rules) <= {"author_diversity"}:  # positional: applied at re-rank time only
-        return replace(cache, rules=variant)
-    items = rule_factors(cache.items.drop("factor", "removed", "rules"), variant)
-    return RankingCache._dense(
-        cache.surface, cache.at, cache.actions, cache.config, variant, cache.user_ids.tolist(), items
-    )
+    """``cache`` with ``rules`` switched off (:meth:`RankingCache.with_rules`: no new predictions)."""
+    return cache.with_rules({r: False for r in rules})
 
 
 def _reach_sentences(e: Mapping[str, Any], surface: str, *, given: bool, counted: Counter) -> list[str]:

@@ -19,7 +19,8 @@ from toolkit.rank.config import (
     surface_config,
 )
 from toolkit.rank.policy import compare_policies, evaluate_policy
-from toolkit.rank.ranker import RankingCache, rank
+from toolkit.rank.population import author_followers, compare_metrics, flatten_metrics, population_metrics
+from toolkit.rank.ranker import RankingCache, as_time, rank
 from toolkit.rank.rules import apply_rules, rule_factors, rule_inputs
 from toolkit.rank.value import value_scores
 
@@ -29,12 +30,17 @@ __all__ = [
     "RuleSpec",
     "SurfaceConfig",
     "apply_rules",
+    "as_time",
+    "author_followers",
     "candidate_recall",
     "candidates_for",
+    "compare_metrics",
     "compare_policies",
     "evaluate_policy",
+    "flatten_metrics",
     "load_surfaces",
     "parse_weights",
+    "population_metrics",
     "rank",
     "resolve_rules",
     "resolve_weights",
