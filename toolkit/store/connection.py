@@ -68,6 +68,8 @@ def connect(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPy
     except duckdb.Error as err:
         raise _open_error(path, err) from None
     try:
+        # DuckDB's own progress bar becomes stray widgets in notebooks; feedlab shows tqdm bars
+        con.execute("set enable_progress_bar = false")
         _ensure_schema(con, read_only=read_only, path=path)
     except BaseException:
         con.close()
