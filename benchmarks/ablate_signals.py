@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from common import machine
+from common import machine, report
 
 MIN_TEST_POSITIVES = 1000
 LATENTS = ("topic_match", "quality", "tie", "propensity")
@@ -102,10 +102,7 @@ def main() -> None:
             name: {"mean_auc_gap": round(sum(g.values()) / len(g), 4) if g else None, "auc_gap": g} for name, g in runs.items()
         }
         print(json.dumps({surface: {k: v["mean_auc_gap"] for k, v in results["surfaces"][surface].items()}}), flush=True)
-    text = json.dumps(results, indent=2)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine
+from common import ROOT, machine, report
 
 MIN_TEST_POSITIVES = 1000
 
@@ -296,10 +296,7 @@ def main() -> None:
         finally:
             con.close()
     results["machine"] = machine()
-    text = json.dumps(results, indent=2, default=str)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,11 @@ With no saved models for the surface it trains them first (and reports how long 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import time
 from pathlib import Path
 
-from common import machine
+from common import machine, report
 
 TARGETS_MS = {"rerank_10k_x_500": 200.0, "rerank_one": 5.0}
 
@@ -136,10 +135,7 @@ def main() -> None:
         }
     finally:
         con.close()
-    text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

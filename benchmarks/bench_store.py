@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine
+from common import machine, report
 
 
 def run_stage(args: list[str]) -> dict:
@@ -106,10 +106,7 @@ def main() -> None:
             for p in (db, copy):
                 p.unlink()
     results["machine"] = machine()
-    text = json.dumps(results, indent=2)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    report(results, args.out)
 
 
 if __name__ == "__main__":

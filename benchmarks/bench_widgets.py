@@ -21,11 +21,10 @@ machine (``benchmarks/common.py``). Target: ``weight_update`` p95 < 100 ms.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from common import machine
+from common import machine, report
 
 TARGET_P95_MS = 100.0
 
@@ -115,10 +114,7 @@ def main() -> None:
         "target_ms": {"weight_update_p95": TARGET_P95_MS},
         "target_met": _summary(weight_ms).get("p95_ms", float("inf")) < TARGET_P95_MS,
     }
-    text = json.dumps(results, indent=2, default=str)
-    if args.out:
-        args.out.write_text(text)
-    print(text)
+    report(results, args.out)
 
 
 if __name__ == "__main__":

@@ -39,3 +39,13 @@ def machine() -> dict:
         "numpy": numpy.__version__,
         "xgboost": xgboost.__version__,
     }
+
+
+def report(results: dict, out: Path | None = None) -> None:
+    """Print a benchmark's results as JSON, and write them to ``out`` too when given."""
+    import json
+
+    text = json.dumps(results, indent=2, default=str)
+    print(text)
+    if out:
+        out.write_text(text + "\n")

@@ -32,6 +32,7 @@ from toolkit.charts.style import (
     require_frame,
 )
 from toolkit.errors import FeedlabError
+from toolkit.rank.population import flatten_metrics
 
 IMPORTANCE_METRICS = ("gain", "mean_abs_shap")
 IMPORTANCE_BY = ("feature", "family")
@@ -475,30 +476,6 @@ def reliability_chart(
 
 #: Entries of policy_metrics that are counts or parameters, not outcomes: left out by default.
 DEFAULT_EXCLUDE = ("sessions", "ndcg_sessions", "small_creator_threshold")
-
-
-def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """One policy's metrics as a flat dict of finite numbers.
-
-    ``expected_actions_per_session`` (a dict action -> value) becomes ``expected_<action>``,
-    another nested dict ``name`` becomes ``name_<key>``; non-numeric, boolean, NaN and infinite
-    entries are left out.
-
-    Example
-    -------
-    >>> flatten_metrics({"ndcg_at_k": 0.5, "expected_actions_per_session": {"like": 0.2}, "note": "x"})
-    {'ndcg_at_k': 0.5, 'expected_like': 0.2}
-    """
-    out: dict[str, float] = {}
-    for key, value in metrics.items():
-        if isinstance(value, Mapping):
-            prefix = "expected" if key == "expected_actions_per_session" else str(key)
-            for sub, v in value.items():
-                if is_number(v):
-                    out[f"{prefix}_{sub}"] = float(v)
-        elif is_number(value):
-            out[str(key)] = float(value)
-    return out
 
 
 def policy_comparison_chart(

@@ -198,21 +198,28 @@ def _follower_arrays(followers: pl.DataFrame | Mapping[int, int]) -> tuple[np.nd
 
 
 def flatten_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The numbers of a metrics dict, one level deep: ``expected_actions_per_session`` becomes ``expected_<action>``.
+    """A metrics dict as a flat dict of finite numbers, as tables and charts show them.
 
-    Non-numeric entries are left out.
+    ``expected_actions_per_session`` (a dict action -> value) becomes ``expected_<action>``,
+    another nested dict ``name`` becomes ``name_<key>``; non-numeric, boolean, NaN and infinite
+    entries are left out.
 
     Example
     -------
-    >>> flatten_metrics({"expected_actions_per_session": {"like": 0.5}, "viewers": 3, "note": "x"})
+    >>> flatten_metrics({"expected_actions_per_session": {"like": 0.5}, "viewers": 3, "note": "x", "gini": float("nan")})
     {'expected_like': 0.5, 'viewers': 3.0}
     """
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool) and math.isfinite(value)
+
     out: dict[str, float] = {}
     for key, value in metrics.items():
-        if key == "expected_actions_per_session" and isinstance(value, Mapping):
-            out.update({f"expected_{a}": float(v) for a, v in value.items()})
-        elif isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-            out[key] = float(value)
+        if isinstance(value, Mapping):
+            prefix = "expected" if key == "expected_actions_per_session" else str(key)
+            out.update({f"{prefix}_{sub}": float(v) for sub, v in value.items() if number(v)})
+        elif number(value):
+            out[str(key)] = float(value)
     return out
 
 
