@@ -217,6 +217,50 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_integrity(args: argparse.Namespace) -> int:
+    from toolkit.integrity import integrity_metrics, score_accounts, write_scores
+
+    # score from a read-only connection, closed before the one write (write_scores opens read-write)
+    from toolkit.store import connect
+
+    con = connect(args.db, read_only=True)
+    try:
+        scores = score_accounts(con, at=args.at, seed=args.seed)
+        has_labels = con.execute("select count(*) from users where is_inauthentic is not null").fetchall()[0][0] > 0
+        metrics = integrity_metrics(scores, con) if has_labels else None
+    finally:
+        con.close()
+    written = write_scores(args.db, scores)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        scores.write_parquet(args.out)
+    summary = {
+        "accounts": written,
+        "flagged": int(scores["flagged"].sum()),
+        "flagged_givers": int((scores["flagged"] & (scores["role"] == "giver")).sum()),
+        "flagged_receivers": int((scores["flagged"] & (scores["role"] == "receiver")).sum()),
+        "table": "integrity_scores",
+        "out": None if args.out is None else str(args.out),
+        "metrics": metrics,
+    }
+    if args.json:
+        _print_json(summary)
+        return 0
+    print(f"scored {written} accounts: {summary['flagged']} flagged ({summary['flagged_givers']} givers, "
+          f"{summary['flagged_receivers']} receivers); written to integrity_scores" + (f" and {args.out}" if args.out else ""))
+    if metrics is None:
+        print("no labelled accounts (users.is_inauthentic is null everywhere): no metrics")
+        return 0
+    print(f"metrics on {metrics['evaluated_on']} accounts; genuine accounts flagged overall: {metrics['genuine_flagged_share']:.4f}")
+    print(f"{'group':<16}{'n':>6}{'pos':>6}{'pr_auc':>8}{'precision':>10}{'recall':>8}{'fpr':>8}{'rec@1%':>8}")
+    rows = [("overall", metrics["overall"]), *metrics["by_role"].items(), *metrics["by_strategy"].items()]
+    for name, m in rows:
+        vals = [m["pr_auc"], m["precision"], m["recall"], m["false_positive_rate"], m["recall_at_1pct_fpr"]]
+        cells = "".join(f"{'-' if v != v else f'{v:.3f}':>{w}}" for v, w in zip(vals, (8, 10, 8, 8, 8)))
+        print(f"{name:<16}{m['n']:>6}{m['positives']:>6}{cells}")
+    return 0
+
+
 def _positive(kind: type) -> Callable[[str], Any]:
     """An argparse type: a number of ``kind`` above 0."""
 
@@ -368,6 +412,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--viewers", type=int, default=200, help="viewers sampled from the test period (default 200)")
     p.add_argument("--seed", type=int, default=0, help="seed of the viewer sample")
     p.add_argument("--k", type=int, default=10, help="top-k of the metrics (default 10)")
+
+    p = add("integrity", "Score every account for inauthentic engagement, store integrity_scores, print the metrics.", _cmd_integrity)
+    p.add_argument("--out", type=Path, help="also write the scores to this Parquet file")
+    p.add_argument("--at", metavar="TIME", help="use only events before this date or time (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the detector's split and model (default 0)")
     return parser
 
 

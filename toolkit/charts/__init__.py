@@ -23,6 +23,7 @@ Example
 from toolkit.charts.charts import (
     DEFAULT_EXCLUDE,
     contributions_chart,
+    enforcement_chart,
     exposure_concentration_chart,
     flatten_metrics,
     importance_chart,
@@ -60,6 +61,7 @@ __all__ = [
     "chart_mimebundle",
     "chart_outputs",
     "contributions_chart",
+    "enforcement_chart",
     "embedded_rows",
     "exposure_concentration_chart",
     "finish",

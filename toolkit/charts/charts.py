@@ -32,6 +32,7 @@ from toolkit.charts.style import (
     require_frame,
 )
 from toolkit.errors import FeedlabError
+from toolkit.integrity.enforcement import WORLDS
 from toolkit.rank.population import flatten_metrics
 
 IMPORTANCE_METRICS = ("gain", "mean_abs_shap")
@@ -894,10 +895,54 @@ def shap_waterfall_chart(
     return finish(out, configure=configure)
 
 
+def enforcement_chart(effect: dict[str, Any], *, by: str = "group", width: int = 360, configure: bool = True) -> ChartLike:
+    """Bars of total top-k reach per group (or per boosting strategy) in the three worlds.
+
+    ``effect`` is :func:`enforcement_effect` output; ``by`` is "group" or "strategy".
+
+    Example
+    -------
+    >>> g = pl.DataFrame({"group": ["boosted"], "posts": [3], "reach_logged": [30], "reach_enforced": [12], "reach_counterfactual": [10]})
+    >>> spec = enforcement_chart({"groups": g, "surface": "explore", "k": 20, "viewers": 100}).to_dict()
+    >>> sorted(r["reach"] for r in list(spec["datasets"].values())[0])
+    [10, 12, 30]
+    """
+    if by not in ("group", "strategy"):
+        raise FeedlabError(f"unknown by {by!r}; choose one of ['group', 'strategy']")
+    key = "groups" if by == "group" else "strategies"
+    if not isinstance(effect, dict) or key not in effect:
+        raise FeedlabError(f"effect must be enforcement_effect(...) output with a {key!r} frame")
+    frame = require_frame(effect[key], [by, *(f"reach_{w}" for w in WORLDS)], f"effect[{key!r}]")
+    data = frame.unpivot(index=by, on=[f"reach_{w}" for w in WORLDS], variable_name="world", value_name="reach").with_columns(
+        pl.col("world").str.strip_prefix("reach_")
+    )
+    colors = ["#d62728", "#1f77b4", "#8c8c8c"]
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y(f"{by}:N", title=None, sort=list(frame[by])),
+            yOffset=alt.YOffset("world:N", sort=list(WORLDS)),
+            x=alt.X("reach:Q", title=f"viewers with the post in their top {effect.get('k', 'k')} (summed over posts)"),
+            color=alt.Color("world:N", title="world", scale=alt.Scale(domain=list(WORLDS), range=colors)),
+            tooltip=[alt.Tooltip(f"{by}:N"), alt.Tooltip("world:N"), alt.Tooltip("reach:Q")],
+        )
+        .properties(
+            title=alt.Title(
+                f"Reach on {effect.get('surface', '')} before and after enforcement",
+                subtitle=f"{effect.get('viewers', '?')} viewers; counterfactual = bought engagement never counted",
+            ),
+            width=width,
+        )
+    )
+    return finish(chart, configure=configure)
+
+
 __all__ = [
     "DEFAULT_EXCLUDE",
     "FAMILY_COLORS",
     "contributions_chart",
+    "enforcement_chart",
     "exposure_concentration_chart",
     "flatten_metrics",
     "importance_chart",
