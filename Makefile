@@ -74,6 +74,8 @@ bench: install $(MODELS)
 	$(VENV)/bin/python benchmarks/bench_predict.py --db $(DB)
 	$(VENV)/bin/python benchmarks/bench_rank.py --db $(DB) --surface explore
 	$(VENV)/bin/python benchmarks/bench_widgets.py --db $(DB) --surface explore
+	$(VENV)/bin/python benchmarks/bench_integrity.py --db $(DB)
+	$(VENV)/bin/python benchmarks/bench_enforce.py --db $(DB) --scores detector
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache
