@@ -1,32 +1,16 @@
-"""What the integrity modules share: opening a store, the time ``at``, and the check for engagements."""
+"""What the integrity modules share: the time ``at``, and the check for engagements."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import date, datetime, timedelta
 
 import duckdb
 
 from toolkit.errors import FeedlabError
 from toolkit.predict.train import parse_time
-from toolkit.store import connect
 
 Store = str | os.PathLike | duckdb.DuckDBPyConnection
-
-
-@contextmanager
-def open_store(store: Store) -> Iterator[duckdb.DuckDBPyConnection]:
-    """A read-only connection to ``store`` (a path), or ``store`` itself when it is a connection."""
-    if isinstance(store, duckdb.DuckDBPyConnection):
-        yield store
-        return
-    con = connect(store, read_only=True)
-    try:
-        yield con
-    finally:
-        con.close()
 
 
 def resolve_at(con: duckdb.DuckDBPyConnection, at: str | date | datetime | None) -> datetime:

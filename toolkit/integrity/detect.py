@@ -31,7 +31,8 @@ import polars as pl
 import xgboost as xgb
 
 from toolkit.errors import FeedlabError
-from toolkit.integrity._common import Store, open_store, resolve_at
+from toolkit.integrity._common import Store, resolve_at
+from toolkit.store import open_store
 from toolkit.integrity.lockstep import LockstepConfig, lockstep_scores
 from toolkit.integrity.signals import GIVER_SIGNALS, RECEIVER_SIGNALS, account_signals
 

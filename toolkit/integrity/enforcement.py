@@ -54,7 +54,7 @@ from toolkit.predict.model import TrainedSurface
 from toolkit.predict.persist import load_models
 from toolkit.predict.train import parse_time
 from toolkit.rank.ranker import RankingCache, as_time, open_store
-from toolkit.store import connect, database_path
+from toolkit.store import connect, database_path, has_table
 
 #: The three worlds :func:`enforcement_effect` compares, in order.
 WORLDS: tuple[str, ...] = ("logged", "enforced", "counterfactual")
@@ -116,7 +116,7 @@ def flagged_accounts(scores: pl.DataFrame, *, threshold: float | None = None) ->
 
 
 def _scores_from_store(con: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFrame:
-    if not _has_table(con, "integrity_scores"):
+    if not has_table(con, "integrity_scores"):
         raise FeedlabError(
             f"no scores given and {path} has no integrity_scores table: run `feedlab integrity --db {path}` "
             "or pass scores= (toolkit.integrity.score_accounts(...), or truth_scores(...) for the simulator's truth)"
@@ -139,16 +139,8 @@ def _path_of(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> Path:
     return path
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    return bool(
-        con.sql(
-            "select count(*) from duckdb_tables() where database_name = current_database() and table_name = ?", params=[name]
-        ).fetchall()[0][0]
-    )
-
-
 def _require_truth(con: duckdb.DuckDBPyConnection) -> None:
-    if not _has_table(con, "sim_accounts"):
+    if not has_table(con, "sim_accounts"):
         raise FeedlabError("the store has no sim_accounts table: the simulator's truth exists only in simulated worlds")
 
 

@@ -29,7 +29,8 @@ import duckdb
 import polars as pl
 
 from toolkit.errors import FeedlabError
-from toolkit.integrity._common import Store, open_store, resolve_at
+from toolkit.integrity._common import Store, resolve_at
+from toolkit.store import open_store
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ import numpy as np
 import polars as pl
 
 from toolkit.errors import FeedlabError
-from toolkit.integrity._common import Store, open_store
+from toolkit.integrity._common import Store
+from toolkit.store import has_table, open_store
 from toolkit.integrity.detect import threshold_at_fpr
 from toolkit.predict.metrics import pr_auc
 
@@ -68,10 +69,7 @@ def integrity_metrics(scores: pl.DataFrame, store: Store, *, split: str | None =
         raise FeedlabError(f"scores lack the columns {', '.join(missing)} (make them with score_accounts)")
     with open_store(store) as con:
         labels = con.sql("select user_id, is_inauthentic from users where is_inauthentic is not null").pl()
-        has_sim = con.execute(
-            "select count(*) from information_schema.tables where table_name = 'sim_accounts'"
-        ).fetchall()[0][0]
-        truth = con.sql("select user_id, role as sim_role, strategy from sim_accounts").pl() if has_sim else None
+        truth = con.sql("select user_id, role as sim_role, strategy from sim_accounts").pl() if has_table(con, "sim_accounts") else None
     frame = scores.join(labels, on="user_id", how="inner")
     all_genuine = frame.filter(~pl.col("is_inauthentic"))
     if split is not None and "split" in frame.columns:

@@ -23,7 +23,8 @@ from datetime import date, datetime, timedelta
 import polars as pl
 
 from toolkit.errors import FeedlabError
-from toolkit.integrity._common import Store, open_store, resolve_at
+from toolkit.integrity._common import Store, resolve_at
+from toolkit.store import open_store
 from toolkit.integrity.lockstep import LockstepConfig, lockstep_scores
 
 #: Windows of the growth signals (``recv_likes_1d``, ``recv_follows_7d``, ``given_likes_1d``, ...).

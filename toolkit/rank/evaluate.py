@@ -46,6 +46,7 @@ import polars as pl
 
 from toolkit.errors import FeedlabError
 from toolkit.predict.train import parse_time
+from toolkit.store import has_table
 from toolkit.store.schema import ACTIONS, SURFACES
 
 NAN = float("nan")
@@ -337,15 +338,6 @@ def surface_attention(surface: str) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def _has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    n = con.execute(
-        "select count(*) from duckdb_tables() "
-        "where table_name = ? and database_name = current_database() and schema_name = current_schema()",
-        [name],
-    ).fetchall()[0][0]
-    return n > 0
-
-
 def logged_sessions(
     con: duckdb.DuckDBPyConnection,
     surface: str,
@@ -406,7 +398,7 @@ def logged_sessions(
         where.append("i.ts < ?")
         params.append(parse_time(end))
 
-    simulated = _has_table(con, "sim_impression_inputs")
+    simulated = has_table(con, "sim_impression_inputs")
     if simulated:
         q_cols = ", ".join(f'i."p_{a}" / s.examination as "q_{a}"' for a in ACTIONS)
         sim_join = "left join sim_impression_inputs s on s.impression_id = i.impression_id"

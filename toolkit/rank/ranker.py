@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -37,26 +36,12 @@ from toolkit.rank.config import RULE_DEFAULTS, RuleSpec, SurfaceConfig, resolve_
 from toolkit.rank.rules import RULES, StaticRule, apply_rules, rule_factors, rule_inputs
 from toolkit.rank.value import value_scores
 from toolkit.signals import compute_features
-from toolkit.store import connect
-from toolkit.store.schema import DEVICES
+from toolkit.store import open_store
 
 #: Device assumed for a viewer the store has never seen on any device.
 DEFAULT_DEVICE = "android"
 #: Re-ranking many viewers runs on threads in blocks of at least this many viewers.
 _ROWS_PER_BLOCK = 1000
-
-
-@contextmanager
-def open_store(store: str | os.PathLike | duckdb.DuckDBPyConnection):
-    """A read-only connection to ``store`` (a path), or ``store`` itself when it is a connection."""
-    if isinstance(store, duckdb.DuckDBPyConnection):
-        yield store
-        return
-    con = connect(store, read_only=True)
-    try:
-        yield con
-    finally:
-        con.close()
 
 
 def as_time(at: str | date | datetime | None, con: duckdb.DuckDBPyConnection) -> datetime:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
@@ -75,6 +77,50 @@ def connect(path: str | os.PathLike, read_only: bool = False) -> duckdb.DuckDBPy
         con.close()
         raise
     return con
+
+
+@contextmanager
+def open_store(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection to ``store`` (a path) for a ``with`` block, or ``store`` itself when it is a connection.
+
+    Functions that take "a path or a connection" use it, so a caller's open connection is
+    neither reopened nor closed.
+
+    Example
+    -------
+    >>> import tempfile, os
+    >>> path = os.path.join(tempfile.mkdtemp(), "demo.duckdb")
+    >>> connect(path).close()
+    >>> with open_store(path) as con:
+    ...     con.sql("select count(*) from posts").fetchall()
+    [(0,)]
+    """
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        yield store
+        return
+    con = connect(store, read_only=True)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the store behind ``con`` has a table ``name`` (in its own catalog and schema).
+
+    Example
+    -------
+    >>> import duckdb
+    >>> con = duckdb.connect()
+    >>> has_table(con, "posts"), con.execute("create table posts (x int)").fetchall(), has_table(con, "posts")
+    (False, [], True)
+    """
+    n = con.execute(
+        "select count(*) from duckdb_tables() "
+        "where table_name = ? and database_name = current_database() and schema_name = current_schema()",
+        [name],
+    ).fetchall()[0][0]
+    return n > 0
 
 
 def _ensure_schema(con: duckdb.DuckDBPyConnection, *, read_only: bool, path: Path) -> None:
