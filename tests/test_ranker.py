@@ -13,6 +13,8 @@ from toolkit.errors import FeedlabError
 from toolkit.rank import RankingCache, rank
 from toolkit.rank import ranker as R
 from toolkit.rank.config import RuleSpec
+from toolkit.rank.rules import apply_rules
+from toolkit.rank.value import value_scores
 from toolkit.store import connect
 
 
@@ -72,6 +74,10 @@ def test_cached_rerank_equals_the_audited_ranking(ranked_world, rules):
     for user in users:
         audited = cache.rank(user, weights, k=15)
         assert fast.filter(pl.col("user_id") == user)["post_id"].to_list() == audited["post_id"].to_list(), user
+        # cache.rank reuses the cached rule factors: the same frame as every rule run again
+        items = cache.items.filter(pl.col("user_id") == user).drop("factor", "removed", "rules")
+        w = cache.weights(weights)
+        assert audited.equals(R._shown(apply_rules(value_scores(items, w), cache.rules), w, 15)), user
     # and the audited path equals rank() itself
     direct = rank(ranked_world, "explore", users[0], weights=weights, rules=rules, k=15, at=cache.at)
     assert direct["post_id"].to_list() == cache.rank(users[0], weights, k=15)["post_id"].to_list()

@@ -33,7 +33,7 @@ from toolkit.predict.predict import predict_actions
 from toolkit.predict.train import parse_time
 from toolkit.rank.candidates import candidates_for
 from toolkit.rank.config import RULE_DEFAULTS, RuleSpec, SurfaceConfig, resolve_rules, resolve_weights, surface_config
-from toolkit.rank.rules import RULES, StaticRule, apply_rules, rule_factors, rule_inputs
+from toolkit.rank.rules import RULES, StaticRule, adjust, apply_rules, author_diversity, rule_factors, rule_inputs
 from toolkit.rank.value import value_scores
 from toolkit.signals import compute_features
 from toolkit.store import open_store
@@ -182,13 +182,16 @@ def rank_candidates(
     return apply_rules(rule_inputs(con, value_scores(predicted, weights), at=at), rules)
 
 
-def _shown(ranked: pl.DataFrame, weights: Mapping[str, float], k: int) -> pl.DataFrame:
-    """The output layout of :func:`rank`: the kept items in order, top k."""
-    columns = [
+def _shown_columns(weights: Mapping[str, float]) -> list[str]:
+    return [
         "position", "post_id", "author_id", "source", "score", "base_score",
         *(f"p_{a}" for a in weights), *(f"contribution_{a}" for a in weights), "rules",
     ]  # fmt: skip
-    return ranked.filter(~pl.col("removed")).sort("position").head(k).select(columns)
+
+
+def _shown(ranked: pl.DataFrame, weights: Mapping[str, float], k: int) -> pl.DataFrame:
+    """The output layout of :func:`rank`: the kept items in order, top k."""
+    return ranked.filter(~pl.col("removed")).sort("position").head(k).select(_shown_columns(weights))
 
 
 @dataclass
@@ -406,11 +409,26 @@ class RankingCache:
         return frame.filter(pl.col("post_id") >= 0)
 
     def rank(self, user_id: int, weights: Mapping[str, float] | None = None, *, k: int = 50) -> pl.DataFrame:
-        """One cached viewer's ranking with every contribution and rule, as :func:`rank` returns it."""
+        """One cached viewer's ranking with every contribution and rule, as :func:`rank` returns it.
+
+        The same pipeline as :func:`~toolkit.rank.rules.apply_rules`, except that the order-free
+        rules' factors and entries come from the cache, which holds them for its rules: only the
+        value model and author diversity run here.
+        """
         w = self.weights(weights)
         self._rows([user_id])  # refuses a viewer the cache does not hold
-        items = self.items.filter(pl.col("user_id") == user_id).drop("factor", "removed", "rules")
-        return _shown(apply_rules(value_scores(items, w), self.rules), w, k)
+        items = self.items.filter(pl.col("user_id") == user_id) if self.items.height else self.items
+        if items.height == 0:  # no candidates: an empty frame of the usual columns
+            known = {"position": pl.Int32, "post_id": pl.Int64, "author_id": pl.Int64, "source": pl.String, **items.schema}
+            return pl.DataFrame(schema={c: known.get(c, pl.Float64) for c in _shown_columns(w) if c != "rules"}).with_columns(
+                pl.lit(None, dtype=items.schema.get("rules", pl.List(pl.Struct({"rule": pl.String, "effect": pl.String, "factor": pl.Float64})))).alias("rules")
+            ).clear()
+        scored = value_scores(items, w).with_columns(pl.col("score").alias("base_score"))
+        scored = scored.with_columns(adjust(pl.col("score"), pl.col("factor")).alias("score")).drop("factor")
+        diversity = self.rules.get("author_diversity")
+        if diversity is None or not diversity.enabled:
+            diversity = RuleSpec("author_diversity", False)
+        return _shown(author_diversity(scored, diversity), w, k)
 
     def _rows(self, user_ids: Sequence[int]) -> np.ndarray:
         missing = [u for u in user_ids if int(u) not in self._row_of]

@@ -47,8 +47,6 @@ from toolkit.predict.model import TrainedSurface
 from toolkit.rank.config import AUTHOR_DIVERSITY_MODES, RULE_DEFAULTS, RULE_PARAMS, RuleSpec, surface_config
 from toolkit.rank.population import author_followers, compare_metrics, flatten_metrics, population_metrics
 from toolkit.rank.ranker import RankingCache, as_time, open_store
-from toolkit.rank.rules import adjust, author_diversity
-from toolkit.rank.value import value_scores
 
 Store = str | os.PathLike | duckdb.DuckDBPyConnection
 
@@ -173,37 +171,19 @@ def _param_widget(name: str, kind: type, value: Any, rule: str) -> W.ValueWidget
 
 
 def viewer_ranking(cache: RankingCache, user_id: int, weights: Mapping[str, float] | None = None, *, k: int = 10) -> pl.DataFrame:
-    """One cached viewer's top ``k``, as :meth:`RankingCache.rank` gives it, plus the post's ``format``.
-
-    The same pipeline as :func:`toolkit.rank.rules.apply_rules` (value model, order-free rule
-    factors applied sign-aware, then author diversity), except that the order-free rules'
-    factors and entries are taken from the cache, which holds them for its current rules,
-    instead of being recomputed: that is most of the time of ``RankingCache.rank``. A test
-    holds the two equal.
+    """One cached viewer's top ``k`` (:meth:`RankingCache.rank`) with each post's ``format``.
 
     Example
     -------
     >>> viewer_ranking(cache, 17, {"save": 8.0}, k=10)  # doctest: +SKIP
     """
-    w = cache.weights(weights)
     if user_id not in cache._row_of:
         raise FeedlabError(f"viewer {user_id} is not in this cache")
-    items = cache.items.filter(pl.col("user_id") == user_id) if cache.items.height else cache.items
-    columns = [
-        "position", "post_id", "author_id", "source", "score", "base_score",
-        *(f"p_{a}" for a in w), *(f"contribution_{a}" for a in w), "rules", "format",
-    ]  # fmt: skip
-    if items.height == 0:
-        return pl.DataFrame(schema={c: items.schema.get(c, pl.Float64) for c in columns if c != "position"}).with_columns(
-            pl.lit(None, dtype=pl.Int32).alias("position")
-        ).select(columns)
-    scored = value_scores(items, w)
-    scored = scored.with_columns(pl.col("score").alias("base_score")).with_columns(adjust(pl.col("score"), pl.col("factor")).alias("score"))
-    diversity = cache.rules.get("author_diversity")
-    if diversity is None or not diversity.enabled:
-        diversity = RuleSpec("author_diversity", False)
-    ranked = author_diversity(scored.drop("factor"), diversity)
-    return ranked.filter(~pl.col("removed")).sort("position").head(k).select(columns)
+    top = cache.rank(user_id, weights, k=k)
+    if "format" not in cache.items.columns:
+        return top.with_columns(pl.lit(None, dtype=pl.String).alias("format"))
+    formats = cache.items.filter(pl.col("user_id") == user_id).select("post_id", "format")
+    return top.join(formats, on="post_id", how="left", maintain_order="left")
 
 
 # ---------------------------------------------------------------------------------------------
