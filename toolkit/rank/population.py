@@ -62,30 +62,6 @@ def _whole(value: Any, name: str) -> int:
     return int(value)
 
 
-def _columns(cache: RankingCache, top: np.ndarray) -> np.ndarray:
-    """The cache column of each post id in ``top`` (viewers x n, -1 = empty slot); -1 where empty.
-
-    Each row of ``cache.post_ids`` holds its posts in ascending order with the padding (-1)
-    last, as :meth:`RankingCache.build` leaves it, so one flat ``searchsorted`` over
-    (row, post) keys finds them all; a cache in another order is sorted first.
-    """
-    V, C = cache.post_ids.shape
-    if top.size == 0 or C == 0:
-        return np.full(top.shape, -1, dtype=np.int64)
-    span = int(max(cache.post_ids.max(), top.max(), 0)) + 2  # padding sorts last in its row as span - 1
-    rows = np.arange(V, dtype=np.int64)[:, None] * span
-    keys = (rows + np.where(cache.post_ids >= 0, cache.post_ids, span - 1)).ravel()
-    wanted = rows[: top.shape[0]] + np.maximum(top, 0)
-    if keys.size > 1 and not bool((keys[1:] >= keys[:-1]).all()):
-        order = np.argsort(keys, kind="stable")
-        flat = order[np.minimum(np.searchsorted(keys[order], wanted), keys.size - 1)]
-    else:
-        flat = np.minimum(np.searchsorted(keys, wanted), keys.size - 1)
-    cols = flat - np.arange(top.shape[0], dtype=np.int64)[:, None] * C
-    found = (top >= 0) & (np.take_along_axis(cache.post_ids[: top.shape[0]], np.clip(cols, 0, C - 1), axis=1) == top)
-    return np.where(found, cols, -1)
-
-
 def population_metrics(
     cache: RankingCache,
     weights: Mapping[str, float] | None = None,
@@ -97,7 +73,7 @@ def population_metrics(
 ) -> dict[str, Any]:
     """How a policy (the cache's rules and ``weights``) would fill the top of every cached viewer's list, by the predictions.
 
-    Each viewer's list is :meth:`RankingCache.top_posts` under ``weights`` (overrides of the
+    Each viewer's list is :meth:`RankingCache.top_columns` under ``weights`` (overrides of the
     surface's defaults, checked as there) and the cache's rules; a viewer looks at 0-based
     position ``i`` with chance ``attention(i)``, the surface's curve (``surface_attention``).
     Probabilities are the cached predictions "if shown on top". Returns a dict of:
@@ -127,9 +103,8 @@ def population_metrics(
     k, session = _whole(k, "k"), _whole(session, "session")
     w = cache.weights(weights)
     n = max(k, session)
-    top = cache.top_posts(weights, k=n)  # checks the weights
-    V = top.shape[0]
-    cols = _columns(cache, top)
+    cols = cache.top_columns(weights, k=n)  # checks the weights
+    V = cols.shape[0]
     filled = cols >= 0
     at = np.maximum(cols, 0)
     rows = np.arange(V)[:, None]

@@ -364,9 +364,19 @@ class RankingCache:
     def top_posts(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> np.ndarray:
         """Post ids of each viewer's top ``k`` as a (viewers, k) array, -1 where fewer remain; the fast path.
 
-        Every viewer of the cache (or ``user_ids``), in cache order. Large caches are cut into
-        blocks of rows ranked on parallel threads: numpy releases the GIL in its sorts and
-        arithmetic, which gains about a quarter on two cores.
+        Every viewer of the cache (or ``user_ids``), in cache order (see :meth:`top_columns`).
+        """
+        cols = self.top_columns(weights, k=k, user_ids=user_ids)
+        post_ids = self.post_ids if user_ids is None else self.post_ids[self._rows(user_ids)]
+        return np.where(cols >= 0, np.take_along_axis(post_ids, np.maximum(cols, 0), axis=1), -1)
+
+    def top_columns(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> np.ndarray:
+        """Where each viewer's top ``k`` sit in the cache's arrays: a (viewers, k) array of columns, -1 where fewer remain.
+
+        ``post_ids``, ``author_ids``, ``probs`` and ``factor`` of a viewer's row at these columns
+        are its top k in order. Large caches are cut into blocks of rows ranked on parallel
+        threads: numpy releases the GIL in its sorts and arithmetic, which gains about a quarter
+        on two cores.
         """
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise FeedlabError(f"k must be a whole number >= 1 (got {k!r})")
@@ -392,8 +402,7 @@ class RankingCache:
             raw = (p.reshape(-1, p.shape[-1]) @ vector).reshape(p.shape[:2])
             return _adjust(raw, parts=tuple(a[r] for a in parts))
 
-        order = _top_k(scores, self.author_slot[rows], diversity, k)
-        return np.where(order >= 0, np.take_along_axis(self.post_ids[rows], np.maximum(order, 0), axis=1), -1)
+        return _top_k(scores, self.author_slot[rows], diversity, k)
 
     def rerank(self, weights: Mapping[str, float] | None = None, *, k: int = 50, user_ids: Sequence[int] | None = None) -> pl.DataFrame:
         """Every cached viewer's top ``k`` under ``weights``: user_id, position, post_id."""
