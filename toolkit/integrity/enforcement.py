@@ -54,7 +54,7 @@ from toolkit.predict.model import TrainedSurface
 from toolkit.predict.persist import load_models
 from toolkit.predict.train import parse_time
 from toolkit.rank.ranker import RankingCache, as_time, open_store
-from toolkit.store import connect, database_path, has_table
+from toolkit.store import connect, has_table, store_file
 
 #: The three worlds :func:`enforcement_effect` compares, in order.
 WORLDS: tuple[str, ...] = ("logged", "enforced", "counterfactual")
@@ -77,7 +77,7 @@ def truth_scores(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> pl.Dat
     >>> truth_scores("data/feedlab.duckdb").filter("flagged").height  # doctest: +SKIP
     304
     """
-    with open_store(_path_of(store)) as con:
+    with open_store(store) as con:
         _require_truth(con)
         return con.sql(
             "select user_id, (role <> 'genuine')::double as score, role <> 'genuine' as flagged "
@@ -128,12 +128,7 @@ def _scores_from_store(con: duckdb.DuckDBPyConnection, path: Path) -> pl.DataFra
 
 
 def _path_of(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> Path:
-    if isinstance(store, duckdb.DuckDBPyConnection):
-        path = database_path(store)
-        if path is None:
-            raise FeedlabError("enforcement copies a store file; this connection is to an in-memory database")
-        return path
-    path = Path(store)
+    path = store_file(store, needs="enforcement copies a store file")
     if not path.exists():
         raise FeedlabError(f"{path}: no such database")
     return path
@@ -168,7 +163,7 @@ def removed_engagements(
     -------
     >>> gone = removed_engagements("data/feedlab.duckdb", flagged=[17, 42], cutoff=datetime(2026, 1, 12))  # doctest: +SKIP
     """
-    with open_store(_path_of(store)) as con:
+    with open_store(store) as con:
         sql, params = _removed_sql(flagged, cutoff, third_party_to_flagged)
         con.register("_feedlab_flagged", _ids_frame(flagged))
         try:
@@ -364,7 +359,7 @@ def boosted_posts(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> pl.Da
     -------
     >>> boosted_posts("data/feedlab.duckdb").group_by("strategy").len()  # doctest: +SKIP
     """
-    with open_store(_path_of(store)) as con:
+    with open_store(store) as con:
         _require_truth(con)
         return con.sql(
             "select p.post_id, p.author_id, a.strategy, count(*) as bought "
@@ -386,7 +381,7 @@ def sample_viewers(
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise FeedlabError(f"n must be a whole number >= 1 (got {n!r})")
-    with open_store(_path_of(store)) as con:
+    with open_store(store) as con:
         ids = con.sql("select distinct user_id from impressions where surface = ? order by 1", params=[surface]).pl()["user_id"]
     if ids.len() == 0:
         raise FeedlabError(f"no viewer has {surface} impressions in the store")

@@ -27,22 +27,12 @@ import polars as pl
 
 from toolkit.errors import FeedlabError
 from toolkit.predict.model import TrainedSurface
+from toolkit.store.connection import store_file
 from toolkit.store.schema import SCHEMA_VERSION, SURFACES
 
 METADATA = "metadata.json"
 #: Version of the layout of a model folder (bump when metadata.json changes incompatibly).
 FORMAT_VERSION = 1
-
-
-def _db_path(db: str | os.PathLike | duckdb.DuckDBPyConnection) -> Path:
-    if isinstance(db, duckdb.DuckDBPyConnection):
-        from toolkit.store.connection import database_path
-
-        path = database_path(db)
-        if path is None:
-            raise FeedlabError("models are saved beside a database file; this connection is in memory")
-        return path
-    return Path(db)
 
 
 def models_dir(db: str | os.PathLike | duckdb.DuckDBPyConnection, surface: str) -> Path:
@@ -55,7 +45,7 @@ def models_dir(db: str | os.PathLike | duckdb.DuckDBPyConnection, surface: str) 
     """
     if surface not in SURFACES:
         raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
-    path = _db_path(db)
+    path = store_file(db, needs="models are saved beside a database file")
     return path.parent / f"{path.stem}.models" / surface
 
 
@@ -145,7 +135,7 @@ def load_models(db: str | os.PathLike | duckdb.DuckDBPyConnection, surface: str)
     import xgboost as xgb
 
     folder = models_dir(db, surface)
-    db_path = _db_path(db)
+    db_path = store_file(db, needs="models are saved beside a database file")
     hint = f"run `feedlab train --db {db_path} --surface {surface}`"
     meta_path = folder / METADATA
     if not meta_path.exists():

@@ -153,6 +153,27 @@ def database_path(con: duckdb.DuckDBPyConnection) -> Path | None:
     return Path(rows[0][0]) if rows and rows[0][0] else None
 
 
+def store_file(store: str | os.PathLike | duckdb.DuckDBPyConnection, *, needs: str) -> Path:
+    """The file of a store given as a path or a connection; ``needs`` says why, for the error on an in-memory one.
+
+    Example
+    -------
+    >>> import duckdb
+    >>> store_file("data/w.duckdb", needs="models are saved beside the store file").name
+    'w.duckdb'
+    >>> store_file(duckdb.connect(), needs="models are saved beside the store file")
+    Traceback (most recent call last):
+    ...
+    toolkit.errors.FeedlabError: models are saved beside the store file; this connection is to an in-memory database
+    """
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        path = database_path(store)
+        if path is None:
+            raise FeedlabError(f"{needs}; this connection is to an in-memory database")
+        return path
+    return Path(store)
+
+
 #: The environment variable that points notebooks and commands at another store than the default.
 STORE_ENV = "FEEDLAB_DB"
 
