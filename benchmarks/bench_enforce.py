@@ -6,7 +6,7 @@ enforced copies (the simulator's truth as the detector, so detection errors are 
 several cutoffs before the ranking time. Target (issue 6): boosted posts keep at most 10% of
 their bought rank advantage in Explore after enforcement. Prints JSON (``--out FILE`` too).
 
-    .venv/bin/python benchmarks/bench_enforce.py [--viewers 500] [--k 20] [--scores detector]
+    .venv/bin/python benchmarks/bench_enforce.py [--viewers 500] [--k 20] [--scores detector] [--keep-graph]
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ def main() -> None:
     parser.add_argument("--surfaces", default="explore,reels")
     parser.add_argument("--cutoff-days", default="start,7,3,1", help="days before the ranking time, or 'start' (first engagement)")
     parser.add_argument("--scores", choices=["truth", "detector"], default="truth", help="who is flagged")
+    parser.add_argument("--keep-graph", action="store_true", help="flagged accounts stay in the co-engagement graph (exclude_from_graph=False)")
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
@@ -50,6 +51,7 @@ def main() -> None:
 
         scores = score_accounts(db, seed=0)
     results = {"machine": machine(), "store": str(db), "at": at, "viewers": args.viewers, "k": args.k, "scores": args.scores,
+               "exclude_from_graph": not args.keep_graph,
                "flagged_accounts": int(scores["flagged"].sum()), "target_remaining_share": TARGET, "surfaces": {}}
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
@@ -59,7 +61,8 @@ def main() -> None:
         for spec in args.cutoff_days.split(","):
             cutoff = start if spec == "start" else at - timedelta(days=float(spec))
             t = time.perf_counter()
-            enforced[spec] = (cutoff, enforce(db, cutoff=cutoff, scores=scores, out=Path(tmp) / f"enforced_{spec}.duckdb", models=False))
+            enforced[spec] = (cutoff, enforce(db, cutoff=cutoff, scores=scores, out=Path(tmp) / f"enforced_{spec}.duckdb", models=False,
+                                              exclude_from_graph=not args.keep_graph))
             results.setdefault("enforce_build_s", {})[spec] = round(time.perf_counter() - t, 2)
         for surface in args.surfaces.split(","):
             models = load_models(db, surface)

@@ -13,7 +13,7 @@ from polars.testing import assert_frame_equal
 import pytest
 
 from toolkit.errors import FeedlabError
-from toolkit.rank.candidates import CANDIDATE_SCHEMA, candidate_recall, candidates_for
+from toolkit.rank.candidates import CANDIDATE_SCHEMA, GRAPH_EXCLUDED_TABLE, candidate_recall, candidates_for
 from toolkit.rank.config import surface_config
 from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, RECOMMENDATION_SURFACES, SURFACES, schema_ddl
 
@@ -142,6 +142,22 @@ def test_people_who_like_a_also_like_b():
     assert posts_of(out) == [B * 10 + 1, B * 10, C * 10 + 1, C * 10]
     assert set(out["source"]) == {"coengaged_accounts"}
     assert out["author_id"].to_list() == [B, B, C, C]
+
+
+def test_graph_excluded_accounts_stop_shaping_the_coengagement_graph_from_their_since():
+    s = coengagement_store()
+    s.con.execute(f"create table {GRAPH_EXCLUDED_TABLE} (user_id bigint, since timestamp)")
+    # 3 and 4 are excluded only from after AT: the graph at AT still counts them (point in time)
+    s.con.executemany(f"insert into {GRAPH_EXCLUDED_TABLE} values (?, ?)", [(3, AT + timedelta(hours=1)), (4, AT + timedelta(hours=1))])
+    assert posts_of(candidates_for(s.con, "explore", [V], at=AT, config=COENGAGED)) == [B * 10 + 1, B * 10, C * 10 + 1, C * 10]
+    # from before AT: B's only link to A went through 3 and 4, so B drops out; C (through 5) stays
+    s.con.execute(f"update {GRAPH_EXCLUDED_TABLE} set since = ?", [AT - timedelta(days=30)])
+    assert posts_of(candidates_for(s.con, "explore", [V], at=AT, config=COENGAGED)) == [C * 10 + 1, C * 10]
+    # their likes still count as popularity: the popular source ranks by every engagement
+    popular = only("explore", "popular_recent")
+    with_table = candidates_for(s.con, "explore", [V], at=AT, config=popular)
+    s.con.execute(f"drop table {GRAPH_EXCLUDED_TABLE}")
+    assert with_table.equals(candidates_for(s.con, "explore", [V], at=AT, config=popular))
 
 
 def test_coengaged_on_reels_takes_reels_only():

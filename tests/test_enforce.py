@@ -23,7 +23,8 @@ from toolkit.integrity.enforcement import (
 )
 from toolkit.predict import load_models
 from toolkit.signals import compute_features
-from toolkit.store import connect, table_digests
+from toolkit.rank.candidates import GRAPH_EXCLUDED_TABLE
+from toolkit.store import connect, has_table, table_digests
 
 T0 = datetime(2026, 1, 1)
 CUTOFF = datetime(2026, 1, 3)
@@ -90,6 +91,30 @@ def test_third_party_rule_can_be_switched_off_and_a_threshold_flags_on_score(tmp
     assert flagged_accounts(TINY_SCORES, threshold=0.95)["user_id"].to_list() == [3]
 
 
+def test_flagged_accounts_leave_the_coengagement_graph_from_the_cutoff(tmp_path):
+    _tiny(tmp_path / "t.duckdb")
+    out = enforce(tmp_path / "t.duckdb", cutoff=CUTOFF, scores=TINY_SCORES, out=tmp_path / "e.duckdb")
+    con = connect(out, read_only=True)
+    try:
+        assert con.sql(f"select * from {GRAPH_EXCLUDED_TABLE} order by all").fetchall() == [(1, CUTOFF), (3, CUTOFF)]
+    finally:
+        con.close()
+    # enforcing the enforced store again later: account 4 joins from the new cutoff, 1 and 3 keep theirs
+    later = CUTOFF + timedelta(hours=12)
+    again = enforce(out, cutoff=later, threshold=0.5, scores=TINY_SCORES, out=tmp_path / "e2.duckdb")
+    con = connect(again, read_only=True)
+    try:
+        assert con.sql(f"select * from {GRAPH_EXCLUDED_TABLE} order by all").fetchall() == [(1, CUTOFF), (3, CUTOFF), (4, later)]
+    finally:
+        con.close()
+    off = enforce(tmp_path / "t.duckdb", cutoff=CUTOFF, scores=TINY_SCORES, out=tmp_path / "e3.duckdb", exclude_from_graph=False)
+    con = connect(off, read_only=True)
+    try:
+        assert not has_table(con, GRAPH_EXCLUDED_TABLE)
+    finally:
+        con.close()
+
+
 def test_clear_errors(tmp_path):
     _tiny(tmp_path / "t.duckdb")
     src = tmp_path / "t.duckdb"
@@ -154,7 +179,7 @@ def test_the_enforced_store_is_complete_and_only_engagements_change(ranked_world
         assert set(a) == set(b) and {"users", "follows", "posts", "impressions", "sim_accounts"} <= set(a)
         assert {t for t in a if a[t] != b[t]} == {"engagements"}
         # same columns and types everywhere
-        q = "select table_name, column_name, data_type, is_nullable from information_schema.columns order by all"
+        q = f"select table_name, column_name, data_type, is_nullable from information_schema.columns where table_name <> '{GRAPH_EXCLUDED_TABLE}' order by all"
         assert src.sql(q).fetchall() == dst.sql(q).fetchall()
         n_src = src.sql("select count(*) from engagements").fetchall()[0][0]
         n_dst = dst.sql("select count(*) from engagements").fetchall()[0][0]
@@ -168,6 +193,8 @@ def test_the_enforced_store_is_complete_and_only_engagements_change(ranked_world
         # after it, no flagged account's engagement is left
         left = dst.sql("select count(*) from engagements where ts >= ? and user_id in (select unnest(?))", params=[cutoff, flagged])
         assert left.fetchall()[0][0] == 0
+        # and the flagged accounts leave the co-engagement graph from the cutoff
+        assert dst.sql(f"select user_id, since from {GRAPH_EXCLUDED_TABLE} order by user_id").fetchall() == [(u, cutoff) for u in sorted(flagged)]
     finally:
         src.close()
         dst.close()

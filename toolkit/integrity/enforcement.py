@@ -22,7 +22,10 @@ either holds):
 
 Only ``engagements`` changes: ``follows`` (bought follows add rows there too) and every other
 table are copied as they are, so the graph, Feed and the follower counts are unchanged; the
-enforced store is a complete, valid store (same schema, same tables).
+enforced store is a complete, valid store (same schema, same tables). It also gets
+``graph_excluded_accounts`` (the flagged accounts, ``since`` = the cutoff): the co-engagement graph
+of Explore and Reels candidates stops reading those accounts' engagements, earlier ones
+included, while every count still holds them (``exclude_from_graph=False`` leaves the table out).
 
 This module sits above :mod:`toolkit.rank` and :mod:`toolkit.charts`.
 
@@ -53,6 +56,7 @@ from toolkit.errors import FeedlabError
 from toolkit.predict.model import TrainedSurface
 from toolkit.predict.persist import load_models
 from toolkit.predict.train import parse_time
+from toolkit.rank.candidates import GRAPH_EXCLUDED_TABLE
 from toolkit.rank.ranker import RankingCache, as_time, open_store
 from toolkit.store import connect, has_table, store_file
 
@@ -201,6 +205,7 @@ def enforce(
     threshold: float | None = None,
     scores: pl.DataFrame | None = None,
     third_party_to_flagged: bool = True,
+    exclude_from_graph: bool = True,
     models: bool = True,
 ) -> Path:
     """Write an enforced copy of ``store`` at ``out``: from ``cutoff`` on, engagements judged inauthentic are gone.
@@ -210,7 +215,9 @@ def enforce(
     its ``flagged`` column, or ``score >= threshold`` when ``threshold`` is given; without
     ``scores`` the store's ``integrity_scores`` table (``feedlab integrity`` writes it) is used.
     See the module docstring for the giver and third-party rules. ``cutoff`` must lie within the
-    store's engagements (first to last).
+    store's engagements (first to last). With ``exclude_from_graph`` the flagged accounts also
+    leave the co-engagement graph of candidate generation from the cutoff on, their earlier
+    engagements included (``graph_excluded_accounts``; see ``docs/integrity.md``).
 
     The copy holds every table of the store, ``engagements`` filtered and the rest identical; it
     is written to a temporary file beside ``out`` and renamed when complete, so a failure leaves
@@ -234,7 +241,7 @@ def enforce(
         if scores is None:
             scores = _scores_from_store(con, src)
     flagged = flagged_accounts(scores, threshold=threshold)["user_id"].to_list()
-    _write_copy(src, out, flagged=flagged, cutoff=when, third_party=third_party_to_flagged)
+    _write_copy(src, out, flagged=flagged, cutoff=when, third_party=third_party_to_flagged, exclude_from_graph=exclude_from_graph)
     if models:
         link_models(src, out)
     return out
@@ -280,7 +287,9 @@ def _quoted(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def _write_copy(src: Path, out: Path, *, flagged: list[int], cutoff: datetime | None, third_party: bool) -> None:
+def _write_copy(
+    src: Path, out: Path, *, flagged: list[int], cutoff: datetime | None, third_party: bool, exclude_from_graph: bool = False
+) -> None:
     """Copy ``src`` to ``out`` through a temporary file, dropping the removed engagements."""
     partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
     for leftover in (partial, partial.with_name(partial.name + ".wal")):
@@ -308,6 +317,18 @@ def _write_copy(src: Path, out: Path, *, flagged: list[int], cutoff: datetime | 
                     )
                 else:
                     con.execute(f'insert into "{target}"."{table}" select * from feedlab_src."{table}"')
+            if exclude_from_graph:
+                # an account an earlier enforcement already excluded keeps its earlier since
+                earlier = (
+                    f'select user_id, since from "{target}".{GRAPH_EXCLUDED_TABLE} union all '
+                    if GRAPH_EXCLUDED_TABLE in tables
+                    else ""
+                )
+                con.execute(
+                    f'create or replace table "{target}".{GRAPH_EXCLUDED_TABLE} as select user_id, min(since) as since from ('
+                    f"{earlier}select user_id, ?::timestamp as since from _feedlab_flagged) group by user_id order by user_id",
+                    [cutoff],
+                )
             con.unregister("_feedlab_flagged")
             con.execute("detach feedlab_src")
             con.execute("checkpoint")

@@ -13,7 +13,9 @@ candidates take the sources in turn, in that order, so that each has its share o
 ``coengaged_accounts``
     Explore, Reels: "people who like @a also like @b". The seeds are the authors the viewer
     engaged with; an account's strength for a seed is the number of other users who engaged
-    with both; the strongest few per seed give their recent posts.
+    with both; the strongest few per seed give their recent posts. Accounts listed in an
+    optional ``graph_excluded_accounts`` table (flagged by enforcement) are left out of the graph
+    from their ``since`` on.
 ``audio_coengaged``
     Reels: recent reels that use the audio of a reel the viewer engaged with.
 ``popular_recent``
@@ -45,6 +47,7 @@ import polars as pl
 from toolkit.errors import FeedlabError
 from toolkit.predict.train import parse_time
 from toolkit.rank.config import CANDIDATE_SOURCES, SurfaceConfig, surface_config
+from toolkit.store import has_table
 from toolkit.store.schema import CONTENT_FLAGS, RECOMMENDATION_SURFACES, SURFACES, schema_ddl
 
 #: The columns (and dtypes) of a candidate frame.
@@ -64,6 +67,10 @@ OPTION_DEFAULTS: dict[str, int | float] = {
 }
 
 _VIEWERS = "_feedlab_candidate_viewers"
+#: Optional table (``user_id``, ``since``) of accounts that no longer shape the co-engagement graph
+#: from ``since`` on: :func:`toolkit.integrity.enforce` writes it for the accounts it flags.
+GRAPH_EXCLUDED_TABLE = "graph_excluded_accounts"
+_NO_EXCLUDED = "(select null::bigint as user_id, null::timestamp as since where false)"
 _ACTIONS_SQL = "('like', 'comment', 'share', 'save')"  # = POSITIVE_ACTIONS (a constant, not a value)
 
 # Common table expressions every source starts from: the requested viewers, whom they follow, what they saw.
@@ -102,6 +109,7 @@ eng as materialized (  -- who engaged with whom in the lookback, once per (user,
     select distinct e.user_id, p.author_id
     from engagements e join posts p on p.post_id = e.post_id
     where e.action in {_ACTIONS_SQL} and e.ts >= $lookback_start and e.ts < $at
+      and not exists (select 1 from {{excluded}} x where x.user_id = e.user_id and x.since <= $at)
 ),
 seeds as materialized (select distinct e.user_id, e.author_id as seed from eng e join viewers v on e.user_id = v.user_id),
 seed_ids as (select distinct seed from seeds),
@@ -294,12 +302,13 @@ def candidates_for(
     if viewers.height == 0 or cfg.max_candidates <= 0:
         return pl.DataFrame(schema=CANDIDATE_SCHEMA)
     frames = []
+    graph_excluded = has_table(con, GRAPH_EXCLUDED_TABLE)
     con.register(_VIEWERS, viewers)
     try:
         for rank, source in enumerate(cfg.candidate_sources):
             if source == "coengaged_accounts" and params["per_seed"] == 0:
                 continue
-            sql = _source_sql(surface, source, exclude_seen=exclude_seen)
+            sql = _source_sql(surface, source, exclude_seen=exclude_seen, graph_excluded=graph_excluded)
             frame = con.sql(sql, params={k: params[k] for k in _PARAMS[source]}).pl()
             frames.append(frame.with_columns(pl.lit(rank, dtype=pl.Int32).alias("_rank")))
     finally:
@@ -437,10 +446,16 @@ def _source_params(cfg: SurfaceConfig, at: datetime) -> dict[str, Any]:
     }
 
 
-def _source_sql(surface: str, source: str, *, exclude_seen: bool) -> str:
-    """The query of one source on one surface: constant SQL only, every value is a parameter."""
+def _source_sql(surface: str, source: str, *, exclude_seen: bool, graph_excluded: bool = False) -> str:
+    """The query of one source on one surface: constant SQL only, every value is a parameter.
+
+    ``graph_excluded``: the store has a :data:`GRAPH_EXCLUDED_TABLE`, whose accounts' engagements
+    the co-engagement graph leaves out from their ``since`` on.
+    """
+    excluded = GRAPH_EXCLUDED_TABLE if graph_excluded else _NO_EXCLUDED
     fmt = "p.format = 'reel'" if surface == "reels" else "p.format <> 'story'"
-    conditions = ["c.author_id <> c.user_id"]
+    # is distinct from: a post of unknown author (null, a log without author ids) is not the viewer's own
+    conditions = ["c.author_id is distinct from c.user_id"]
     if exclude_seen:
         conditions.append(
             "not exists (select 1 from seen s where s.user_id = c.user_id and s.post_id = c.post_id)"
@@ -451,7 +466,7 @@ def _source_sql(surface: str, source: str, *, exclude_seen: bool) -> str:
     # A source never needs more than max_candidates per viewer: each of its rows past that has
     # max_candidates other posts ahead of it however the sources are merged.
     return (
-        f"with {_COMMON},{_SOURCES[source].format(fmt=fmt)}\n"
+        f"with {_COMMON},{_SOURCES[source].format(fmt=fmt, excluded=excluded)}\n"
         f"select c.user_id, c.post_id, c.author_id, c.created_at, c.strength\nfrom found c\nwhere {where}\n"
         "qualify row_number() over (partition by c.user_id order by c.strength desc, c.created_at desc, c.post_id) <= $max"
     )
