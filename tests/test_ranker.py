@@ -200,3 +200,54 @@ def test_cli_rank_prints_json(ranked_world, capsys):
     assert all(math.isclose(i["contribution_comment"], 9 * i["p_comment"]) for i in out["items"])
     assert main(["rank", "--db", str(ranked_world), "--surface", "feed", "--user", str(user), "--weights", "like=abc"]) == 2
     assert "must be a number" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------ unknown authors
+
+
+def _unknown_author_items() -> pl.DataFrame:
+    """Viewer 1: posts 1-3 by unknown authors (null), 4-5 by author 7; viewer 2: three unknown-author posts."""
+    from toolkit.rank.rules import RULE_ENTRIES
+
+    return pl.DataFrame(
+        {
+            "user_id": [1, 1, 1, 1, 1, 2, 2, 2],
+            "post_id": [1, 2, 3, 4, 5, 6, 7, 8],
+            "author_id": pl.Series([None, None, None, 7, 7, None, None, None], dtype=pl.Int64),
+            "source": ["popular"] * 8,
+            "p_like": [0.9, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2, 0.1],
+            "factor": [1.0] * 8,
+            "removed": [False] * 8,
+            "rules": pl.Series([[]] * 8, dtype=RULE_ENTRIES),
+        }
+    )
+
+
+@pytest.mark.parametrize("mode", ["decay", "max_in_row"])
+def test_unknown_authors_each_count_as_their_own_author(mode):
+    """A log without author ids (KuaiRand) stores author_id null: diversity must neither crash nor
+    treat every null-author post as one author (which would demote posts 2 and 3 below 4 and 5)."""
+    from datetime import datetime
+
+    from toolkit.rank.config import surface_config
+
+    spec = RuleSpec("author_diversity", True, {"mode": mode, "decay": 0.5, "floor": 0.25, "max_in_row": 1})
+    cache = R.RankingCache._dense(
+        "reels", datetime(2022, 4, 22), ["like"], surface_config("reels"), {"author_diversity": spec}, [1, 2],
+        _unknown_author_items(),
+    )  # fmt: skip
+    # every unknown author its own slot, after the viewer's known ones; unknown ids read -1
+    assert cache.author_slot.tolist() == [[1, 2, 3, 0, 0], [0, 1, 2, 0, 0]]
+    assert cache.author_ids.tolist() == [[-1, -1, -1, 7, 7], [-1, -1, -1, -1, -1]]
+    fast = cache.rerank({"like": 1.0}, k=5)
+    # posts 1-3 are by three different authors: only author 7's second post (5) is held back
+    assert fast.filter(pl.col("user_id") == 1)["post_id"].to_list() == [1, 2, 3, 4, 5]
+    assert fast.filter(pl.col("user_id") == 2)["post_id"].to_list() == [6, 7, 8]
+    for user in (1, 2):
+        audited = cache.rank(user, {"like": 1.0}, k=5)
+        assert audited["post_id"].to_list() == fast.filter(pl.col("user_id") == user)["post_id"].to_list()
+        assert audited["author_id"].null_count() == 3  # the nulls come back as they were
+    # through apply_rules too (the path rank() takes); post 5 is the only one author diversity acts on
+    out = apply_rules(value_scores(_unknown_author_items().drop("factor", "removed", "rules"), {"like": 1.0}), {"author_diversity": spec})
+    acted = out.filter(pl.col("rules").list.len() > 0)["post_id"].to_list()
+    assert acted == ([5] if mode == "decay" else [])

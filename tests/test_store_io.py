@@ -432,8 +432,8 @@ def test_source_must_be_a_directory_with_tables(tmp_path: Path) -> None:
 
 
 def test_unknown_format(source: Path, tmp_path: Path) -> None:
-    with pytest.raises(FeedlabError, match="unknown format 'kuairand'; known: canonical"):
-        import_dir(tmp_path / "db.duckdb", source, format="kuairand", progress=False)
+    with pytest.raises(FeedlabError, match="unknown format 'parquet-zip'; known: canonical, kuairand"):
+        import_dir(tmp_path / "db.duckdb", source, format="parquet-zip", progress=False)
 
 
 def test_unreadable_file_is_a_problem(store: Path, tmp_path: Path) -> None:

@@ -32,7 +32,15 @@ def _cmd_import(args: argparse.Namespace) -> int:
     from toolkit.store.io import import_dir
 
     summary = import_dir(args.db, args.source, format=args.format, progress=not args.quiet)
-    _print(summary, as_json=args.json)
+    if args.json:
+        _print(summary, as_json=True)
+        return 0
+    # notes (a log format's gaps: no authors, no positions, ...) one per line, not as a list
+    _print({k: v for k, v in summary.items() if k != "notes"}, as_json=False)
+    if summary.get("notes"):
+        print("notes:")
+        for note in summary["notes"]:
+            print(f"  - {note}")
     return 0
 
 
@@ -295,7 +303,8 @@ def _print_ranking(top) -> None:
         parts = sorted(row["_c"], key=lambda x: -abs(x["v"]))[:3]
         why = ", ".join(f"{p['a']} {p['v']:+.3f}" for p in parts)
         rules = "; ".join(r["effect"] for r in row["rules"]) or "-"
-        print(f"{row['position']:>3}  post {row['post_id']:<8} by {row['author_id']:<6} score {row['score']:.4f}  ({why})  rules: {rules}")
+        author = "?" if row["author_id"] is None else row["author_id"]  # unknown: a log without author ids
+        print(f"{row['position']:>3}  post {row['post_id']:<8} by {author:<6} score {row['score']:.4f}  ({why})  rules: {rules}")
 
 
 def _print_metrics(table) -> None:
@@ -359,8 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("import", "Validate and import a directory of tables (or a log) into the store.", _cmd_import)
-    p.add_argument("source", type=Path, help="directory with {users,follows,posts,impressions,engagements}.{parquet,csv}")
-    p.add_argument("--format", default="canonical", help="input format (default canonical)")
+    p.add_argument(
+        "source", type=Path,
+        help="--format canonical: a directory with {users,follows,posts,impressions,engagements}.{parquet,csv}; "
+        "--format kuairand: a KuaiRand log file (tab-separated, one row per impression)",
+    )  # fmt: skip
+    p.add_argument("--format", default="canonical", help="input format: canonical (a directory of tables, the default) or kuairand (a KuaiRand log file)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("export", "Write every table of the store as Parquet into a directory.", _cmd_export)

@@ -216,8 +216,8 @@ class RankingCache:
     items: pl.DataFrame  # one row per (viewer, candidate): predictions, rule inputs, factor, removed, rules
     user_ids: np.ndarray  # (V,)
     post_ids: np.ndarray  # (V, C), -1 where a viewer has fewer than C candidates
-    author_ids: np.ndarray  # (V, C)
-    author_slot: np.ndarray  # (V, C): the author as a small per-viewer index, for counting repeats
+    author_ids: np.ndarray  # (V, C); -1 where the store does not know the author (or padding)
+    author_slot: np.ndarray  # (V, C): the author as a small per-viewer index, for counting repeats; each unknown author its own
     probs: np.ndarray  # (V, C, A) float32
     factor: np.ndarray  # (V, C) float32; 0 = removed by a rule, or padding
     _row_of: dict[int, int] = field(default_factory=dict, repr=False)
@@ -273,6 +273,14 @@ class RankingCache:
                 pl.col("user_id").replace_strict(row_of, return_dtype=pl.Int64).alias("row"),
                 pl.int_range(pl.len()).over("user_id").alias("col"),
                 pl.col("author_id").rank("dense").over("user_id").cast(pl.Int32).alias("slot") - 1,
+                pl.col("user_id"),
+            )
+            # a post whose author is unknown (null: a log without author ids) is its own author,
+            # after the viewer's known ones, never one "null author" for diversity to count
+            slots = slots.with_columns(
+                pl.col("slot").fill_null(
+                    pl.col("slot").max().over("user_id").fill_null(-1) + pl.col("slot").is_null().cum_sum().over("user_id").cast(pl.Int32)
+                )
             )
             rows, cols = slots["row"].to_numpy(), slots["col"].to_numpy()
             C = int(cols.max()) + 1
@@ -286,7 +294,7 @@ class RankingCache:
         factor = np.zeros((V, C), dtype=np.float32)
         if items.height:
             post_ids[rows, cols] = items["post_id"].to_numpy()
-            author_ids[rows, cols] = items["author_id"].to_numpy()
+            author_ids[rows, cols] = items["author_id"].fill_null(-1).to_numpy()
             author_slot[rows, cols] = slots["slot"].to_numpy()
             probs[rows, cols] = items.select(pl.col(f"p_{a}").fill_null(0.0) for a in actions).to_numpy().astype(np.float32)
             factor[rows, cols] = np.where(items["removed"].to_numpy(), 0.0, items["factor"].to_numpy())

@@ -619,6 +619,11 @@ def author_diversity(frame: pl.DataFrame, spec: RuleSpec) -> pl.DataFrame:
     [(1, 0), (3, 1), (2, 2)]
     """
     frame = _prepare(frame)
+    unknown = spec.enabled and frame["author_id"].null_count() > 0
+    if unknown:
+        # a post whose author is unknown (null) is its own author: a stand-in id per post, above every known id
+        stand_in = pl.col("author_id").max().fill_null(0) + 1 + pl.int_range(pl.len(), dtype=pl.Int64)
+        frame = frame.with_columns(pl.col("author_id").alias("_author_id"), pl.coalesce("author_id", stand_in).alias("author_id"))
     if spec.enabled:
         params = _params(spec)
         mode = params["mode"]
@@ -628,6 +633,8 @@ def author_diversity(frame: pl.DataFrame, spec: RuleSpec) -> pl.DataFrame:
             frame = _max_in_row(frame, params)
         else:
             raise FeedlabError(f"author_diversity.mode must be decay or max_in_row (got {mode!r})")
+    if unknown:
+        frame = frame.with_columns(pl.col("_author_id").alias("author_id")).drop("_author_id")
     return _with_positions(frame)
 
 

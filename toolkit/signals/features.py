@@ -564,7 +564,7 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     rate_values = _RATE_VALUES
     shown = _events(con, "author_impressions", min_ts, max_ts)
     lf = _totals_before(lf, shown, left_by=["author_id"], right_by=["author_id"], values=rate_values, suffix="_ar")
-    return lf.with_columns(
+    lf = lf.with_columns(
         pl.col("shown_ar").cast(pl.Float64).alias("author_impressions"),
         *(_rate(f"pos_{a}_ar", f"obs_{a}_ar").alias(f"author_rate_{a}") for a in ACTIONS),
         pl.col("followers_a").cast(pl.Float64).alias("author_followers"),
@@ -573,6 +573,7 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
         pl.col("misinfo_total").cast(pl.Float64).alias("author_misinfo_posts"),
         (_hours("ts", "author_created_at") / 24).alias("author_account_age_d"),
     )
+    return _unknown_where_null(lf, "author_id", _BRANCH_OUTPUTS["_author_features"])
 
 
 def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
@@ -623,7 +624,7 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
     for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
         totals = _running_totals(topic_events, by=by, values=_TOPIC_VALUES)
         lf = _totals_before(lf, totals, left_by=by, right_by=by, values=_TOPIC_VALUES, suffix=suffix)
-    return lf.with_columns(
+    lf = lf.with_columns(
         pl.col("shown_va").cast(pl.Float64).alias("va_impressions"),
         pl.col("likes_va").cast(pl.Float64).alias("va_likes"),
         pl.col("comments_va").cast(pl.Float64).alias("va_comments"),
@@ -641,6 +642,19 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
         _lift("topic_dwells", "topic_dwell_obs").alias("va_topic_dwell_lift"),
         _lift("topic_engaged", "topic_shown").alias("va_topic_engagement_lift"),
     )
+    outputs = _BRANCH_OUTPUTS["_viewer_author_features"]
+    by_topic = [n for n in outputs if n.startswith(("va_topic_", "_topic_"))]
+    lf = _unknown_where_null(lf, "author_id", [n for n in outputs if n not in by_topic])
+    return _unknown_where_null(lf, "topic", by_topic)
+
+
+def _unknown_where_null(lf: pl.LazyFrame, key: str, names: Sequence[str]) -> pl.LazyFrame:
+    """Features of a post whose author (or topic) the source does not give are unknown: null, not 0.
+
+    A null key matches no event (SQL ``in`` and polars joins never match null), so the totals
+    would read 0 and the flags false, as if the author were known and new.
+    """
+    return lf.with_columns(pl.when(pl.col(key).is_not_null()).then(pl.col(n)).alias(n) for n in names)
 
 
 def _lift(pos: str, obs: str) -> pl.Expr:

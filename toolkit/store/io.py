@@ -1,10 +1,12 @@
-"""Import a directory of tables into the store after validating all of it, export it back, summarise it.
+"""Import a directory of tables (or a log file) into the store after validating all of it, export it back, summarise it.
 
 The importer never writes a partly valid input: it reads the whole input into a separate in-memory
 DuckDB database, checks it against the canonical schema and against what the store already
 holds (attached read-only), and only when nothing is wrong opens the store read-write and
 inserts every table in one transaction. Each check is a :class:`RowRule` (a SQL predicate
 marking bad rows) evaluated by one function, so adding a check means adding a row of data.
+Input formats (:data:`INPUT_FORMATS`) turn a source into raw tables: ``canonical`` reads a
+directory of table files, ``kuairand`` a KuaiRand log file (:mod:`toolkit.store.kuairand`).
 
 Example
 -------
@@ -52,6 +54,7 @@ from toolkit.store.schema import (
 
 __all__ = [
     "INPUT_FORMATS",
+    "InputFormat",
     "ROW_RULES",
     "RowRule",
     "StagedInput",
@@ -87,7 +90,8 @@ class StagedInput:
     A relation's columns carry canonical column names; their types may be anything that casts
     to the canonical type (CSV is read as all text so that bad values can be reported, not
     fail the read). ``origins`` names where each table came from, for messages; ``problems``
-    holds file-level problems (a table missing, given twice, unreadable).
+    holds file-level problems (a table missing, given twice, unreadable, a malformed row of a
+    log); ``notes`` says what the source lacks or how it was mapped (the import summary lists them).
 
     Example
     -------
@@ -102,6 +106,17 @@ class StagedInput:
     relations: dict[str, duckdb.DuckDBPyRelation] = field(default_factory=dict)
     origins: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _check_directory(source: Path) -> None:
+    """A canonical source must be a directory that holds something."""
+    if not source.exists():
+        raise FeedlabError(f"{source}: no such directory")
+    if not source.is_dir():
+        raise FeedlabError(f"{source}: not a directory (give the directory that holds the table files)")
+    if not any(source.iterdir()):
+        raise FeedlabError(f"{source}: the directory is empty")
 
 
 def _read_canonical(con: duckdb.DuckDBPyConnection, source: Path) -> StagedInput:
@@ -141,9 +156,52 @@ def _read_canonical(con: duckdb.DuckDBPyConnection, source: Path) -> StagedInput
     return staged
 
 
-#: Input formats by name: a function from (validation connection, source) to staged relations.
-INPUT_FORMATS: dict[str, Callable[[duckdb.DuckDBPyConnection, Path], StagedInput]] = {
-    "canonical": _read_canonical,
+def _check_kuairand(source: Path) -> None:
+    from toolkit.store.kuairand import check_log_file  # imported late: that module imports this one
+
+    check_log_file(source)
+
+
+def _read_kuairand(con: duckdb.DuckDBPyConnection, source: Path) -> StagedInput:
+    from toolkit.store.kuairand import read_kuairand
+
+    return read_kuairand(con, source)
+
+
+@dataclass(frozen=True)
+class InputFormat:
+    """An input format: its source check, its reader, and what its source is (for help and messages).
+
+    ``check`` raises :class:`~toolkit.errors.FeedlabError` for a source that cannot be this
+    format's (missing, a file where a directory is needed, empty); it runs before the store is
+    touched. ``read`` stages the source's tables for validation.
+
+    Example
+    -------
+    >>> INPUT_FORMATS["kuairand"].source
+    'file'
+    """
+
+    check: Callable[[Path], None]
+    read: Callable[[duckdb.DuckDBPyConnection, Path], StagedInput]
+    source: str  # "directory" or "file"
+    help: str
+
+
+#: Input formats by name (``import_dir(..., format=name)``, ``feedlab import --format name``).
+INPUT_FORMATS: dict[str, InputFormat] = {
+    "canonical": InputFormat(
+        _check_directory,
+        _read_canonical,
+        "directory",
+        "a directory with {users,follows,posts,impressions,engagements}.{parquet,csv}",
+    ),
+    "kuairand": InputFormat(
+        _check_kuairand,
+        _read_kuairand,
+        "file",
+        "a KuaiRand log file (tab-separated, one row per impression, see docs/schema.md)",
+    ),
 }
 
 
@@ -601,41 +659,42 @@ def import_dir(
     format: str = "canonical",
     progress: bool = True,
 ) -> dict:
-    """Validate a directory of tables and add its rows to the store, all or nothing.
+    """Validate a directory of tables (or a log file) and add its rows to the store, all or nothing.
 
-    ``source`` holds ``users``, ``posts``, ``impressions`` and optionally ``follows`` and
-    ``engagements``, each as ``.parquet`` or ``.csv`` (see ``docs/schema.md``). Every problem
+    With the ``canonical`` format, ``source`` is a directory holding ``users``, ``posts``,
+    ``impressions`` and optionally ``follows`` and ``engagements``, each as ``.parquet`` or
+    ``.csv`` (see ``docs/schema.md``); with ``kuairand`` it is a KuaiRand log file, mapped onto
+    the canonical tables as ``docs/schema.md`` ("Importing a KuaiRand log") says. Every problem
     in the input is collected and raised together as a :class:`~toolkit.errors.ValidationError`;
     the store file is then left exactly as it was (or not created). Rows identical to ones
     already in the store are skipped, so importing the same data twice adds nothing. A store
     held by another process raises :class:`~toolkit.errors.StoreLockedError`.
 
-    Returns ``{"database", "source", "rows_added": {table: n}, "rows_already_present": {table: n}}``.
+    Returns ``{"database", "source", "rows_added": {table: n}, "rows_already_present": {table: n}}``,
+    plus ``"notes"`` (a list of what the source lacks, how it was mapped) for a format that has
+    any, such as ``kuairand``.
 
     Example
     -------
     >>> summary = import_dir("feed.duckdb", "exported/", progress=False)  # doctest: +SKIP
     >>> summary["rows_added"]["impressions"]  # doctest: +SKIP
     120000
+    >>> import_dir("k.duckdb", "log.tsv", format="kuairand", progress=False)["notes"][2]  # doctest: +SKIP
+    'no positions: position = 0 on every impression'
     """
     db = Path(db)
     source = Path(source)
-    reader = INPUT_FORMATS.get(format)
-    if reader is None:
+    input_format = INPUT_FORMATS.get(format)
+    if input_format is None:
         raise FeedlabError(f"unknown format {format!r}; known: {', '.join(INPUT_FORMATS)}")
-    if not source.exists():
-        raise FeedlabError(f"{source}: no such directory")
-    if not source.is_dir():
-        raise FeedlabError(f"{source}: not a directory (give the directory that holds the table files)")
-    if not any(source.iterdir()):
-        raise FeedlabError(f"{source}: the directory is empty")
+    input_format.check(source)
     with tempfile.TemporaryDirectory(prefix="feedlab-import-") as spill:
         # A private spill directory: a large input must not leave a .tmp folder in the cwd.
         con = duckdb.connect(":memory:", config={"temp_directory": spill})
         try:
             con.execute("SET TimeZone = 'UTC'")
             attached = _attach_existing(con, db)
-            staged = reader(con, source)
+            staged = input_format.read(con, source)
             problems = _validate(con, staged, progress)
             if problems:
                 raise ValidationError(problems, source=str(source))
@@ -645,12 +704,15 @@ def import_dir(
             added, total = _insert(con, db, progress)
         finally:
             con.close()
-    return {
+    summary = {
         "database": str(db),
         "source": str(source),
         "rows_added": added,
         "rows_already_present": {t: total[t] - added[t] for t in TABLE_ORDER},
     }
+    if staged.notes:
+        summary["notes"] = list(staged.notes)
+    return summary
 
 
 # --------------------------------------------------------------------------------------------

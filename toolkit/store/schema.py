@@ -125,7 +125,12 @@ TABLES: dict[str, Table] = {
         "posts",
         (
             Column("post_id", "BIGINT"),
-            Column("author_id", "BIGINT"),
+            Column(
+                "author_id",
+                "BIGINT",
+                nullable=True,
+                doc="the account that posted it; null when the source does not say who posted it",
+            ),
             Column("created_at", "TIMESTAMP"),
             Column("format", "VARCHAR", values=FORMATS),
             Column("duration_s", "DOUBLE", nullable=True, doc="seconds; null for photos"),
