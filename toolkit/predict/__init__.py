@@ -14,6 +14,17 @@ Example
 1.0
 """
 
+from toolkit.predict.baselines import (
+    MATCH_TOLERANCE,
+    PRE_IMPRESSION_FEATURES,
+    PSEUDOCOUNT_GRID,
+    compare_with_baselines,
+    history_baseline,
+    history_rates,
+    matches_or_beats_history,
+    pre_impression_baseline,
+    tune_history_rates,
+)
 from toolkit.predict.metrics import (
     action_metrics,
     expected_calibration_error,
@@ -37,17 +48,25 @@ from toolkit.predict.train import (
 
 __all__ = [
     "DEFAULT_PARAMS",
+    "MATCH_TOLERANCE",
+    "PRE_IMPRESSION_FEATURES",
+    "PSEUDOCOUNT_GRID",
     "TrainedSurface",
     "action_metrics",
     "check_features",
+    "compare_with_baselines",
     "evaluate_actions",
     "expected_calibration_error",
     "feature_matrix",
+    "history_baseline",
+    "history_rates",
     "load_models",
     "log_loss",
+    "matches_or_beats_history",
     "models_dir",
     "parse_time",
     "pr_auc",
+    "pre_impression_baseline",
     "predict_actions",
     "rce",
     "reliability_table",
@@ -57,4 +76,5 @@ __all__ = [
     "split_times",
     "train_on_frame",
     "train_surface",
+    "tune_history_rates",
 ]
