@@ -22,6 +22,7 @@ from toolkit.charts import (
     importance_chart,
     importance_panel,
     lorenz_points,
+    model_comparison_chart,
     policy_comparison_chart,
     rank_change_chart,
     reliability_chart,
@@ -481,3 +482,25 @@ def test_import_changes_no_altair_setting():
     for module in (toolkit.charts.style, toolkit.charts.charts, toolkit.charts):
         importlib.reload(module)  # runs the module's top level again
     assert (alt.renderers.active, alt.theme.active, alt.data_transformers.active) == before
+
+
+def test_model_comparison_keeps_every_model_per_action_in_order():
+    t = pl.DataFrame({
+        "action": ["like", "like", "like", "dwell", "dwell", "dwell"],
+        "model": ["feedlab", "history_rates", "pre_impression"] * 2,
+        "auc": [0.9, 0.85, 0.6, 0.7, 0.72, 0.55],
+        "rce": [40.0, 30.0, 2.0, 10.0, 11.0, 1.0],
+    })
+    spec = model_comparison_chart(t).to_dict()
+    rows = list(spec["datasets"].values())[0]
+    assert [(r["action"], r["model"], r["auc"]) for r in rows] == list(zip(t["action"], t["model"], t["auc"]))
+    assert spec["encoding"]["y"]["sort"] == ["like", "dwell"]
+    assert spec["encoding"]["yOffset"]["sort"] == ["feedlab", "history_rates", "pre_impression"]
+    assert spec["encoding"]["x"]["field"] == "auc"
+    assert model_comparison_chart(t, metric="rce").to_dict()["encoding"]["x"]["field"] == "rce"
+    with pytest.raises(FeedlabError, match="lacks column"):
+        model_comparison_chart(t, metric="pr_auc")
+    with pytest.raises(FeedlabError, match="must be a numeric column"):
+        model_comparison_chart(t, metric="model")
+    with pytest.raises(FeedlabError, match="is empty"):
+        model_comparison_chart(t.clear())

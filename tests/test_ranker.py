@@ -12,7 +12,7 @@ import pytest
 from toolkit.errors import FeedlabError
 from toolkit.rank import RankingCache, rank
 from toolkit.rank import ranker as R
-from toolkit.rank.config import RuleSpec
+from toolkit.rank.config import RuleSpec, surface_config
 from toolkit.rank.rules import apply_rules
 from toolkit.rank.value import value_scores
 from toolkit.store import connect
@@ -42,6 +42,28 @@ def test_rank_returns_ordered_items_with_contributions(ranked_world):
     assert top.select(pl.sum_horizontal(contributions) - pl.col("base_score")).to_series().abs().max() < 1e-9
     assert (top["contribution_comment"] - 6.0 * top["p_comment"]).abs().max() < 1e-9
     assert top.schema["rules"] == pl.List(pl.Struct({"rule": pl.String, "effect": pl.String, "factor": pl.Float64}))
+
+
+def test_rank_given_candidates_ranks_exactly_those_posts(ranked_world):
+    user = _busiest_viewers(ranked_world, "explore", 1)[0]
+    con = connect(ranked_world, read_only=True)
+    try:
+        shown = [r[0] for r in con.sql(
+            "select distinct post_id from impressions where user_id = ? and surface = 'explore' order by post_id limit 30",
+            params=[user]).fetchall()]
+        authors = dict(con.sql("select post_id, author_id from posts where post_id in (select unnest(?))", params=[shown]).fetchall())
+    finally:
+        con.close()
+    rules_off = {name: False for name in surface_config("explore").rules}  # no rule may remove a post
+    top = rank(ranked_world, "explore", user, candidates=shown, k=50, rules=rules_off)
+    assert sorted(top["post_id"].to_list()) == sorted(shown)
+    assert set(top["source"]) == {"given"}
+    assert all(authors[p] == a for p, a in top.select("post_id", "author_id").rows())
+    assert top["score"].is_sorted(descending=True)
+    with pytest.raises(FeedlabError, match=r"not in the store, e.g. \[-5\]"):
+        rank(ranked_world, "explore", user, candidates=[shown[0], -5])
+    with pytest.raises(FeedlabError, match="must be post ids"):
+        rank(ranked_world, "explore", user, candidates=["abc"])
 
 
 def test_weights_change_the_order_without_new_predictions(ranked_world, monkeypatch):

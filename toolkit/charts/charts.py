@@ -938,6 +938,40 @@ def enforcement_chart(effect: dict[str, Any], *, by: str = "group", width: int =
     return finish(chart, configure=configure)
 
 
+def model_comparison_chart(table: pl.DataFrame, *, metric: str = "auc", width: int = 360, configure: bool = True) -> ChartLike:
+    """Grouped bars of one metric per action, a bar per model: a predictor against its baselines.
+
+    ``table`` has one row per (action, model) with the ``metric`` column, as
+    :func:`toolkit.predict.compare_with_baselines` returns it; actions and models keep their
+    order of first appearance.
+
+    Example
+    -------
+    >>> t = pl.DataFrame({"action": ["like", "like"], "model": ["feedlab", "history_rates"], "auc": [0.8, 0.7]})
+    >>> [r["auc"] for r in list(model_comparison_chart(t).to_dict()["datasets"].values())[0]]
+    [0.8, 0.7]
+    """
+    frame = require_frame(table, ["action", "model", metric], "table")
+    if not frame[metric].dtype.is_numeric():
+        raise FeedlabError(f"metric {metric!r} must be a numeric column of table (got {frame[metric].dtype})")
+    actions = list(dict.fromkeys(frame["action"].to_list()))
+    models = list(dict.fromkeys(frame["model"].to_list()))
+    data = frame.select("action", "model", metric)
+    chart = (
+        alt.Chart(data)
+        .mark_bar()
+        .encode(
+            y=alt.Y("action:N", title=None, sort=actions),
+            yOffset=alt.YOffset("model:N", sort=models),
+            x=alt.X(f"{metric}:Q", title=readable(metric), scale=alt.Scale(zero=False) if metric == "auc" else alt.Undefined),
+            color=alt.Color("model:N", title="model", sort=models),
+            tooltip=[alt.Tooltip("action:N"), alt.Tooltip("model:N"), alt.Tooltip(f"{metric}:Q", format=".4f")],
+        )
+        .properties(title=alt.Title(f"{readable(metric)} per action", subtitle="same test rows for every model"), width=width)
+    )
+    return finish(chart, configure=configure)
+
+
 __all__ = [
     "DEFAULT_EXCLUDE",
     "FAMILY_COLORS",
@@ -948,6 +982,7 @@ __all__ = [
     "importance_chart",
     "importance_panel",
     "lorenz_points",
+    "model_comparison_chart",
     "policy_comparison_chart",
     "rank_change_chart",
     "reliability_chart",

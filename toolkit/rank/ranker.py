@@ -133,6 +133,7 @@ def rank(
     rules: Mapping[str, bool | Mapping[str, Any]] | None = None,
     k: int = 50,
     models: TrainedSurface | None = None,
+    candidates: Sequence[int] | None = None,
 ) -> pl.DataFrame:
     """The top ``k`` posts of ``surface`` for ``user_id`` at time ``at``, with why each is there.
 
@@ -146,6 +147,8 @@ def rank(
     candidate source), score (after rules), base_score (before), p_<action> and
     contribution_<action> per weighted action, and ``rules`` (a list of {rule, effect, factor}
     for every rule that acted on the post). An empty candidate set gives an empty frame.
+    ``candidates`` (post ids) replaces the surface's candidate sources with a set of your own,
+    such as the posts a log showed the viewer; their source reads ``given``.
 
     Example
     -------
@@ -160,9 +163,37 @@ def rank(
         w = usable_weights(cfg, weights, trained)
         rule_specs = resolve_rules(cfg, rules)
         when = as_time(at, con)
-        candidates = candidates_for(con, surface, [int(user_id)], at=when, config=cfg)
-        ranked = rank_candidates(con, trained, candidates, at=when, weights=w, rules=rule_specs)
+        if candidates is None:
+            frame = candidates_for(con, surface, [int(user_id)], at=when, config=cfg)
+        else:
+            frame = given_candidates(con, int(user_id), candidates)
+        ranked = rank_candidates(con, trained, frame, at=when, weights=w, rules=rule_specs)
     return _shown(ranked, w, k)
+
+
+def given_candidates(con: duckdb.DuckDBPyConnection, user_id: int, post_ids: Sequence[int]) -> pl.DataFrame:
+    """A candidate frame (user_id, post_id, author_id, source ``given``) for posts chosen by the caller.
+
+    Unknown post ids are a :class:`~toolkit.errors.FeedlabError` that names a few of them.
+    """
+    try:
+        ids = pl.Series("post_id", list(post_ids), dtype=pl.Int64, strict=True).unique(maintain_order=True)
+    except (TypeError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise FeedlabError(f"candidates must be post ids (whole numbers): {exc}") from None
+    con.register("_feedlab_given", pl.DataFrame({"post_id": ids, "_order": pl.int_range(ids.len(), eager=True)}))
+    try:
+        found = con.sql(
+            "select g.post_id, p.author_id, p.post_id is not null as known from _feedlab_given g "
+            "left join posts p using (post_id) order by g._order"
+        ).pl()
+    finally:
+        con.unregister("_feedlab_given")
+    unknown = found.filter(~pl.col("known"))["post_id"].to_list()
+    if unknown:
+        raise FeedlabError(f"{len(unknown)} candidate post id(s) are not in the store, e.g. {unknown[:5]}")
+    return found.select(
+        pl.lit(user_id, dtype=pl.Int64).alias("user_id"), "post_id", pl.col("author_id").cast(pl.Int64), pl.lit("given").alias("source")
+    )
 
 
 def rank_candidates(
