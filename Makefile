@@ -68,14 +68,10 @@ $(VENV)/.installed: uv.lock pyproject.toml | $(UV)
 	$(PYTHON) -m venv .tools
 	.tools/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
 
-# Each benchmark prints JSON of what it measured, on which machine (bench_predict takes ~15 min).
+# Each benchmark prints JSON of what it measured, on which machine; benchmarks/run.py runs them
+# all and writes benchmarks/results.json and benchmarks/RESULTS.md (bench_predict takes ~15 min).
 bench: install $(MODELS)
-	$(VENV)/bin/python benchmarks/bench_store.py
-	$(VENV)/bin/python benchmarks/bench_predict.py --db $(DB)
-	$(VENV)/bin/python benchmarks/bench_rank.py --db $(DB) --surface explore
-	$(VENV)/bin/python benchmarks/bench_widgets.py --db $(DB) --surface explore
-	$(VENV)/bin/python benchmarks/bench_integrity.py --db $(DB)
-	$(VENV)/bin/python benchmarks/bench_enforce.py --db $(DB) --scores detector
+	$(VENV)/bin/python benchmarks/run.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache
