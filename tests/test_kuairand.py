@@ -302,3 +302,21 @@ def test_shared_log_imports_with_the_expected_counts(tmp_path: Path) -> None:
     assert raw[3] == 7_738
     assert sum(engaged.values()) == summary["rows_added"]["engagements"]
 
+
+
+@pytest.mark.slow
+def test_real_data_notebook_runs_cleanly_without_the_log(tmp_path):
+    """Where the KuaiRand file is absent, notebook 09 says where to get it and skips its data cells."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "FEEDLAB_KUAIRAND": str(tmp_path / "absent.tsv"), "OMP_WAIT_POLICY": "PASSIVE"}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax", "--nbval-current-env",
+         str(root / "notebooks" / "09_real_data.ipynb")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert done.returncode == 0, done.stdout[-3000:]
+    assert " passed" in done.stdout and "failed" not in done.stdout
