@@ -45,9 +45,14 @@ def _cmd_import(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from toolkit.store.io import export_dir
+    if args.partition_by:
+        from toolkit.store.dataset import export_partitioned
 
-    summary = export_dir(args.db, args.directory)
+        summary = export_partitioned(args.db, args.directory, partition_by=args.partition_by)
+    else:
+        from toolkit.store.io import export_dir
+
+        summary = export_dir(args.db, args.directory)
     _print(summary, as_json=args.json)
     return 0
 
@@ -378,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("export", "Write every table of the store as Parquet into a directory.", _cmd_export)
     p.add_argument("directory", type=Path)
+    p.add_argument("--partition-by", choices=["day"], help="write a dataset the pipeline reads directly: impressions and engagements "
+                   "in hive day partitions, with dataset.json (see docs/scale.md)")
 
     add("info", "Row counts per table and the time span of the store.", _cmd_info)
 

@@ -106,7 +106,7 @@ def open_store(store: str | os.PathLike | duckdb.DuckDBPyConnection) -> Iterator
 
 
 def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
-    """Whether the store behind ``con`` has a table ``name`` (in its own catalog and schema).
+    """Whether the store behind ``con`` has a table (or view) ``name`` (in its own catalog and schema).
 
     Example
     -------
@@ -115,8 +115,10 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
     >>> has_table(con, "posts"), con.execute("create table posts (x int)").fetchall(), has_table(con, "posts")
     (False, [], True)
     """
+    # a view counts: a Parquet dataset (toolkit.store.dataset) shows its tables as views
     n = con.execute(
-        "select count(*) from duckdb_tables() "
+        "select count(*) from (select table_name, database_name, schema_name from duckdb_tables() "
+        "union all select view_name, database_name, schema_name from duckdb_views() where not internal) "
         "where table_name = ? and database_name = current_database() and schema_name = current_schema()",
         [name],
     ).fetchall()[0][0]
