@@ -13,28 +13,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 from common import machine, report
+from common import run_stage as common_run_stage
 
 
 def run_stage(args: list[str]) -> dict:
-    """Run one stage in a child process; its JSON result plus wall seconds and peak RSS."""
-    started = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, __file__, "--stage", *args], stdout=subprocess.PIPE, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    if status != 0:
-        raise SystemExit(f"stage {args[0]} failed with status {status}")
-    result = json.loads(out)
-    result["wall_s"] = round(time.perf_counter() - started, 2)
-    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
-    return result
+    """Run one stage of this script in a child process (see common.run_stage)."""
+    return common_run_stage(__file__, args)
 
 
 def stage(name: str, params: list[str]) -> dict:

@@ -49,3 +49,25 @@ def report(results: dict, out: Path | None = None) -> None:
     print(text)
     if out:
         out.write_text(text + "\n")
+
+
+def run_stage(script: str, args: list[str]) -> dict:
+    """Run ``script --stage ARGS`` in a child process: its JSON result plus wall seconds and peak RSS.
+
+    The child prints one JSON document; ``os.wait4`` gives that process's own peak resident
+    memory, so each stage is measured alone.
+    """
+    import json
+    import subprocess
+    import time
+
+    started = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, script, "--stage", *args], stdout=subprocess.PIPE, text=True)
+    out = proc.stdout.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    if status != 0:
+        raise SystemExit(f"stage {args[0]} failed with status {status}")
+    result = json.loads(out)
+    result["wall_s"] = round(time.perf_counter() - started, 2)
+    result["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)  # Linux reports KiB
+    return result

@@ -11,7 +11,8 @@ for), and writes:
 - ``benchmarks/RESULTS.md``: the machine and library versions, then one table per benchmark with
   its headline figures (each benchmark's JSON holds the rest).
 
-    .venv/bin/python benchmarks/run.py                       # every benchmark (make bench)
+    .venv/bin/python benchmarks/run.py                       # every benchmark but the scaling table (make bench)
+    .venv/bin/python benchmarks/run.py --only scale          # 1M, 5M and 20M impressions (about an hour)
     .venv/bin/python benchmarks/run.py --only real_data,rank # some, keeping the others' results
     .venv/bin/python benchmarks/run.py --render              # rewrite RESULTS.md from results.json
 
@@ -174,6 +175,20 @@ def _real_data_rows(r: dict) -> list[Row]:
     return rows
 
 
+def _scale_rows(r: dict) -> list[Row]:
+    rows = [("surface, action, fixed rounds", f"{r.get('surface')}, {r.get('action')}, {r.get('rounds')}")]
+    for scale, s in (r.get("scales") or {}).items():
+        for name in ("synth", "features", "train"):
+            st = s.get(name) or {}
+            rows.append((f"{scale} ({_num(s.get('users'))} accounts): {name}",
+                         f"{_num(st.get('rows'))} rows, {_num(st.get('seconds'))} s, {_num(st.get('rows_per_s'))} rows/s, "
+                         f"peak {_num(st.get('peak_rss_mb'))} MB"))
+    for name, g in (r.get("growth") or {}).items():
+        rows.append((f"growth of {name}, smallest to largest: seconds per row ratio (1 = linear), peak memory ratio",
+                     f"{_num(g.get('seconds_per_row_ratio'))}, {_num(g.get('peak_memory_ratio'))} (rows x{_num(g.get('rows_ratio'))})"))
+    return rows
+
+
 # name -> (script and arguments, headline figures)
 BENCHMARKS: dict[str, tuple[list[str], Callable[[dict], list[Row]]]] = {
     "store": (["bench_store.py", "--scales", "1"], _store_rows),
@@ -183,7 +198,11 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[dict], list[Row]]]] = {
     "integrity": (["bench_integrity.py", "--db", str(DB)], _integrity_rows),
     "enforce": (["bench_enforce.py", "--db", str(DB), "--scores", "detector", "--surfaces", "explore"], _enforce_rows),
     "real_data": (["bench_real_data.py"], _real_data_rows),
+    "scale": (["bench_scale.py", "--scales", "1,5,20", "--surface", "stories"], _scale_rows),
 }
+#: Benchmarks a plain run (make bench) leaves out: the scaling table builds worlds of 5M and 20M
+#: impressions (about an hour on 2 cores); run it with --only scale.
+NOT_BY_DEFAULT = ("scale",)
 
 
 def run_one(name: str) -> dict:
@@ -252,7 +271,7 @@ def main() -> int:
     args = parser.parse_args()
     results = json.loads(RESULTS_JSON.read_text()) if RESULTS_JSON.exists() else {"benchmarks": {}}
     if not args.render:
-        names = args.only.split(",") if args.only else list(BENCHMARKS)
+        names = args.only.split(",") if args.only else [n for n in BENCHMARKS if n not in NOT_BY_DEFAULT]
         unknown = [n for n in names if n not in BENCHMARKS]
         if unknown:
             parser.error(f"unknown benchmark(s) {', '.join(unknown)}; known: {', '.join(BENCHMARKS)}")

@@ -32,6 +32,8 @@ from toolkit.predict import (
     select_actions,
     split_times,
     train_on_frame,
+    train_on_parquet,
+    train_surface,
 )
 from toolkit.signals.registry import FAMILIES, feature_names
 from toolkit.store import connect
@@ -157,6 +159,34 @@ def frame() -> pl.DataFrame:
 @pytest.fixture(scope="module")
 def trained(frame):
     return train_on_frame(frame, surface="feed", actions=["like", "dwell"], progress=False)
+
+
+def _same_models(a, b) -> None:
+    assert a.actions == b.actions and a.rows == b.rows and a.window == b.window and a.best_iteration == b.best_iteration
+    for action in a.actions:
+        assert bytes(a.boosters[action].save_raw("ubj")) == bytes(b.boosters[action].save_raw("ubj"))
+    assert a.metrics == b.metrics
+    assert_frame_equal(a.importance, b.importance)
+
+
+@pytest.mark.parametrize("batches", [1, 7])
+def test_training_from_a_parquet_file_batch_by_batch_equals_training_in_memory(tmp_path, frame, trained, batches):
+    path = tmp_path / "frame.parquet"
+    frame.write_parquet(path)
+    # the features take nine values, so the quantile cuts cannot depend on how rows are batched
+    again = train_on_parquet(path, surface="feed", actions=["like", "dwell"], batch_rows=-(-frame.height // batches))
+    _same_models(trained, again)
+
+
+def test_training_from_a_parquet_file_refuses_bad_files(tmp_path, frame):
+    with pytest.raises(FeedlabError, match="no such training file"):
+        train_on_parquet(tmp_path / "missing.parquet", surface="feed")
+    frame.reverse().write_parquet(tmp_path / "reversed.parquet")
+    with pytest.raises(FeedlabError, match="sorted by ts"):
+        train_on_parquet(tmp_path / "reversed.parquet", surface="feed")
+    frame.select("ts", "like").write_parquet(tmp_path / "thin.parquet")
+    with pytest.raises(FeedlabError, match="not a training file"):
+        train_on_parquet(tmp_path / "thin.parquet", surface="feed")
 
 
 def test_split_times_defaults_and_fallback():
@@ -372,6 +402,17 @@ def feed_trained(world4_path):
     """`feedlab train` on the feed of the 4-day world; returns (exit status, stdout, db digest before)."""
     before = _digest(world4_path)
     return main(["train", "--db", str(world4_path), "--surface", "feed", "--learning-rate", "0.2", "--max-rounds", "60", "--quiet"]), before
+
+
+def test_train_surface_in_chunks_equals_training_in_memory(world4_path, tmp_path):
+    con = connect(world4_path, read_only=True)
+    try:
+        whole = train_surface(con, "feed", max_rounds=30, progress=False)
+        chunked = train_surface(con, "feed", max_rounds=30, chunk=timedelta(hours=12), workdir=tmp_path, progress=False)
+    finally:
+        con.close()
+    _same_models(whole, chunked)
+    assert list(tmp_path.iterdir()) == []  # the feature file is gone
 
 
 def test_cli_train_saves_models_and_leaves_the_store_alone(world4_path, feed_trained, capsys):

@@ -74,7 +74,8 @@ def predict_actions(models: TrainedSurface, frame: pl.DataFrame) -> pl.DataFrame
         booster = models.boosters[action]
         p = booster.inplace_predict(X, iteration_range=(0, models.best_iteration[action] + 1))
         preds.append(pl.Series(f"p_{action}", np.asarray(p, dtype=np.float64)))
-    return out.hstack(preds)
+    # a frame without id columns gives a 0-row selection: the predictions alone then
+    return out.hstack(preds) if ids else pl.DataFrame(preds)
 
 
 def evaluate_actions(

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time, timedelta, timezone
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
@@ -31,9 +33,18 @@ from tqdm.auto import tqdm
 from toolkit.errors import FeedlabError
 from toolkit.predict.model import TrainedSurface
 from toolkit.predict.predict import evaluate_actions, feature_matrix, predict_actions
-from toolkit.store.schema import ACTIONS
+from toolkit.store.schema import ACTIONS, SURFACES
 
-__all__ = ["DEFAULT_PARAMS", "TrainedSurface", "parse_time", "select_actions", "split_times", "train_on_frame", "train_surface"]
+__all__ = [
+    "DEFAULT_PARAMS",
+    "TrainedSurface",
+    "parse_time",
+    "select_actions",
+    "split_times",
+    "train_on_frame",
+    "train_on_parquet",
+    "train_surface",
+]
 
 #: Booster parameters; ``seed`` (from the ``seed`` argument) and ``nthread`` (os.cpu_count())
 #: are added per run, and ``params`` overrides any of them.
@@ -172,6 +183,8 @@ def train_surface(
     seed: int = 0,
     max_rounds: int = MAX_ROUNDS,
     early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
+    chunk: timedelta | None = None,
+    workdir: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> TrainedSurface:
     """Train, early-stop and score one model per action of a surface's impressions in a store.
@@ -179,6 +192,11 @@ def train_surface(
     Featurizes every impression of ``surface`` (:func:`~toolkit.signals.training_frame`) and
     runs :func:`train_on_frame`; see there and :func:`split_times` for the split, the actions and
     the parameters. Reads the store only.
+
+    For logs larger than memory pass ``chunk`` (``timedelta(days=1)``, say): the features are
+    written a chunk at a time to a Parquet file in ``workdir`` (a temporary folder by default,
+    removed afterwards) and :func:`train_on_parquet` trains from it batch by batch, so memory
+    follows one chunk plus XGBoost's binned matrix.
 
     Example
     -------
@@ -188,23 +206,23 @@ def train_surface(
     >>> trained.metrics["like"]["auc"]  # doctest: +SKIP
     0.79
     """
-    from toolkit.signals.features import training_frame
+    from toolkit.signals.features import training_frame, write_training_frame
 
+    fit_args = dict(
+        surface=surface, train_until=train_until, actions=actions, min_positives=min_positives, params=params,
+        seed=seed, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds, progress=progress,
+    )
+    if chunk is not None:
+        if surface not in SURFACES:
+            raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
+        with tempfile.TemporaryDirectory(prefix="feedlab-train-", dir=workdir) as tmp:
+            path = Path(tmp) / f"{surface}_features.parquet"
+            write_training_frame(con, surface, path, chunk=chunk, progress=progress)
+            return train_on_parquet(path, **fit_args)
     frame = training_frame(con, surface, progress=progress)  # refuses an unknown surface
     if frame.height == 0:
         raise FeedlabError(f"the store has no {surface} impressions to train on")
-    return train_on_frame(
-        frame,
-        surface=surface,
-        train_until=train_until,
-        actions=actions,
-        min_positives=min_positives,
-        params=params,
-        seed=seed,
-        max_rounds=max_rounds,
-        early_stopping_rounds=early_stopping_rounds,
-        progress=progress,
-    )
+    return train_on_frame(frame, **fit_args)
 
 
 def train_on_frame(
@@ -257,44 +275,180 @@ def train_on_frame(
     dfit = xgb.QuantileDMatrix(feature_matrix(fit, features), missing=np.nan, feature_names=features)
     dvalid = xgb.QuantileDMatrix(feature_matrix(valid, features), missing=np.nan, feature_names=features, ref=dfit)
 
+    boosters, best, seconds = _fit_actions(
+        dfit, dvalid, fit, valid, chosen, surface=surface, valid_start=V, params=booster_params,
+        max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds, progress=progress,
+    )
+
+    trained = _trained_surface(
+        surface, chosen, features, boosters, best, bounds, rows={"fit": fit.height, "valid": valid.height, "test": test.height},
+        params={**booster_params, "max_rounds": max_rounds, "early_stopping_rounds": early_stopping_rounds}, seconds=seconds,
+    )
+    predictions = predict_actions(trained, test)
+    trained.metrics = evaluate_actions(trained, test, predictions=predictions)
+    trained.importance, trained.family_importance = _importance(trained, test, seed=seed)
+    return trained
+
+
+#: Rows per batch handed to XGBoost when a training file is read piecewise.
+BATCH_ROWS = 500_000
+
+
+def _row_batches(path: Path, columns: list[str], lo: int, hi: int, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Rows ``lo:hi`` of a Parquet file's ``columns``, a record batch at a time."""
+    import pyarrow.parquet as pq
+
+    start = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows, columns=columns):
+        end = start + batch.num_rows
+        if end > lo and start < hi:
+            yield pl.from_arrow(batch).slice(max(lo - start, 0), min(hi, end) - max(lo, start))
+        if end >= hi:
+            return
+        start = end
+
+
+def _feature_batches(path: Path, features: list[str], lo: int, hi: int, batch_rows: int):
+    """An XGBoost DataIter over rows ``lo:hi`` of a training file: the quantile matrix never holds raw floats."""
+    import xgboost as xgb
+
+    class Batches(xgb.DataIter):
+        def __init__(self) -> None:
+            super().__init__(release_data=True)
+            self._it: Iterator[pl.DataFrame] | None = None
+
+        def reset(self) -> None:
+            self._it = None
+
+        def next(self, input_data) -> bool:
+            if self._it is None:
+                self._it = _row_batches(path, features, lo, hi, batch_rows)
+            frame = next(self._it, None)
+            if frame is None:
+                return False
+            input_data(data=feature_matrix(frame, features), feature_names=features)
+            return True
+
+    return Batches()
+
+
+def train_on_parquet(
+    path: str | os.PathLike,
+    *,
+    surface: str,
+    train_until: str | date | datetime | None = None,
+    actions: Sequence[str] | None = None,
+    min_positives: int = 50,
+    params: dict[str, Any] | None = None,
+    seed: int = 0,
+    max_rounds: int = MAX_ROUNDS,
+    early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
+    batch_rows: int = BATCH_ROWS,
+    progress: bool = False,
+) -> TrainedSurface:
+    """:func:`train_on_frame` on a training file too large to load: features are read a batch at a time.
+
+    ``path`` is a Parquet file in :func:`~toolkit.signals.training_frame`'s layout, sorted by
+    time (what :func:`~toolkit.signals.write_training_frame` writes). Only the time and label
+    columns are loaded whole; XGBoost's quantile matrices are built from ``batch_rows``-row
+    batches (an ``xgboost.DataIter``), so memory holds the binned matrix (about one byte per
+    value), not the floats, and test rows are predicted batch by batch. Split, actions, early
+    stopping, metrics and importances are those of :func:`train_on_frame`; with one batch
+    (``batch_rows`` at least the file's rows) the models are identical.
+
+    Example
+    -------
+    >>> write_training_frame(con, "feed", "feed.parquet")  # doctest: +SKIP
+    >>> trained = train_on_parquet("feed.parquet", surface="feed")  # doctest: +SKIP
+    """
+    import xgboost as xgb
+
+    from toolkit.signals.registry import feature_names
+
+    path = Path(path)
+    if not path.exists():
+        raise FeedlabError(f"{path}: no such training file (write one with write_training_frame)")
+    features = feature_names()
+    truth = [f"p_{a}" for a in ACTIONS]
+    try:
+        labels = pl.read_parquet(path, columns=["ts", *ACTIONS, *truth])
+    except (pl.exceptions.PolarsError, OSError) as err:
+        raise FeedlabError(f"{path}: not a training file with ts, labels and p_ columns ({err})") from None
+    if not labels["ts"].is_sorted():
+        raise FeedlabError(f"{path}: rows must be sorted by ts (write_training_frame writes them so)")
+    bounds = split_times(labels["ts"], train_until=train_until)
+    T, V = bounds["train_until"], bounds["valid_start"]
+    n_fit = int(labels["ts"].search_sorted(V, side="left"))
+    n_train = int(labels["ts"].search_sorted(T, side="left"))
+    fit, valid, test = labels[:n_fit], labels[n_fit:n_train], labels[n_train:]
+    chosen = select_actions(labels[:n_train], actions=actions, min_positives=min_positives)
+
+    booster_params = {**DEFAULT_PARAMS, "seed": seed, "nthread": os.cpu_count() or 1, **(params or {})}
+    dfit = xgb.QuantileDMatrix(_feature_batches(path, features, 0, n_fit, batch_rows), missing=np.nan)
+    dvalid = xgb.QuantileDMatrix(_feature_batches(path, features, n_fit, n_train, batch_rows), missing=np.nan, ref=dfit)
+    boosters, best, seconds = _fit_actions(
+        dfit, dvalid, fit, valid, chosen, surface=surface, valid_start=V, params=booster_params,
+        max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds, progress=progress,
+    )
+    del dfit, dvalid
+    trained = _trained_surface(
+        surface, chosen, features, boosters, best, bounds, rows={"fit": fit.height, "valid": valid.height, "test": test.height},
+        params={**booster_params, "max_rounds": max_rounds, "early_stopping_rounds": early_stopping_rounds}, seconds=seconds,
+    )
+    # split_times guarantees test rows
+    predictions = pl.concat(predict_actions(trained, b) for b in _row_batches(path, features, n_train, labels.height, batch_rows))
+    trained.metrics = evaluate_actions(trained, test, predictions=predictions)
+    # the same SHAP rows as train_on_frame would sample from the test rows
+    n_test = test.height
+    picked = np.sort(np.random.default_rng(seed).choice(n_test, SHAP_ROWS, replace=False)) if n_test > SHAP_ROWS else np.arange(n_test)
+    sample = (
+        pl.scan_parquet(path).select(features).slice(n_train, n_test).with_row_index("_row")
+        .filter(pl.col("_row").is_in(pl.Series(picked, dtype=pl.UInt32).implode())).drop("_row").collect()
+    )
+    trained.importance, trained.family_importance = _importance(trained, sample, seed=seed)
+    return trained
+
+
+def _fit_actions(dfit, dvalid, fit: pl.DataFrame, valid: pl.DataFrame, actions, *, surface, valid_start, params,
+                 max_rounds, early_stopping_rounds, progress) -> tuple[dict, dict, dict]:
+    """One booster per action on the shared matrices (labels from ``fit``/``valid``); boosters, best rounds, seconds."""
     boosters, best, seconds = {}, {}, {}
-    for action in tqdm(chosen, desc=f"train {surface}", unit="model", disable=not progress):
+    for action in tqdm(actions, desc=f"train {surface}", unit="model", disable=not progress):
         y_fit, y_valid = _labels(fit, action), _labels(valid, action)
         if np.nansum(y_fit) == 0 or np.nansum(1 - y_fit) == 0:
             raise FeedlabError(
-                f"cannot train {action} on {surface}: the training rows before {V} hold only one class of its labels"
+                f"cannot train {action} on {surface}: the training rows before {valid_start} hold only one class of its labels"
             )
         started = perf_counter()
-        booster, best[action] = _fit_action(
-            dfit, dvalid, y_fit, y_valid, params=booster_params, max_rounds=max_rounds,
-            early_stopping_rounds=early_stopping_rounds,
+        boosters[action], best[action] = _fit_action(
+            dfit, dvalid, y_fit, y_valid, params=params, max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds,
         )
-        boosters[action] = booster
         seconds[action] = perf_counter() - started
+    return boosters, best, seconds
 
-    trained = TrainedSurface(
+
+def _trained_surface(surface, actions, features, boosters, best, bounds, *, rows, params, seconds) -> TrainedSurface:
+    """The TrainedSurface of a finished training run, metrics and importance still to fill in."""
+    T = bounds["train_until"]
+    return TrainedSurface(
         surface=surface,
-        actions=chosen,
+        actions=actions,
         features=features,
         boosters=boosters,
         best_iteration=best,
         train_until=T,
         window={
             "train_start": bounds["train_start"],
-            "valid_start": V,
+            "valid_start": bounds["valid_start"],
             "train_until": T,
             "test_start": T,
             "test_end": bounds["test_end"],
         },
-        rows={"fit": fit.height, "valid": valid.height, "test": test.height},
+        rows=rows,
         metrics={},
-        params={**booster_params, "max_rounds": max_rounds, "early_stopping_rounds": early_stopping_rounds},
+        params=params,
         train_seconds=seconds,
     )
-    predictions = predict_actions(trained, test)
-    trained.metrics = evaluate_actions(trained, test, predictions=predictions)
-    trained.importance, trained.family_importance = _importance(trained, test, seed=seed)
-    return trained
 
 
 def _labels(frame: pl.DataFrame, action: str) -> np.ndarray:

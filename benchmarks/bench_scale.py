@@ -1,0 +1,119 @@
+"""How each stage's time and memory grow with the log: simulate, featurize, train, at several sizes.
+
+For each size (multiples of the default world's 5,000 accounts; x1 is about 1.1M impressions),
+each stage runs in its own child process so that its peak resident memory is its own:
+
+- ``synth``: build the world (``feedlab synth``);
+- ``features``: featurize one surface a day at a time into Parquet (``write_training_frame``:
+  the out-of-core path, memory follows one day);
+- ``train``: train one action from that file batch by batch (``train_on_parquet``: XGBoost's
+  binned matrix, not the floats, is in memory) for a fixed number of rounds, so that time per
+  row is comparable across sizes.
+
+Prints JSON (``--out FILE`` too) with, per size and stage, rows, seconds, rows per second and
+peak memory, and per stage the growth between the smallest and the largest size: the ratio of
+seconds per row (1.0 = linear; below 1, better than linear).
+
+    .venv/bin/python benchmarks/bench_scale.py --scales 1,5,20      # about 1M, 5M and 20M impressions
+    .venv/bin/python benchmarks/bench_scale.py --scales 1,2 --surface stories   # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+from common import machine, report, run_stage
+
+
+def stage(name: str, params: list[str]) -> dict:
+    """The body of one stage, inside the child process."""
+    if name == "synth":
+        from toolkit.synth import SynthConfig, build_world
+
+        users, db = int(params[0]), params[1]
+        summary = build_world(db, SynthConfig(n_users=users), overwrite=True, progress=False)
+        n = summary["rows"]["impressions"]
+        return {"rows": n, "seconds": round(summary["seconds"], 2)}
+    if name == "features":
+        from datetime import timedelta
+
+        from toolkit.signals import write_training_frame
+        from toolkit.store import connect
+
+        db, surface, out = params
+        con = connect(db, read_only=True)
+        try:
+            started = time.perf_counter()
+            rows = write_training_frame(con, surface, out, chunk=timedelta(days=1), progress=False)
+            return {"rows": rows, "seconds": round(time.perf_counter() - started, 2)}
+        finally:
+            con.close()
+    if name == "train":
+        from toolkit.predict import train_on_parquet
+
+        path, surface, action, rounds = params
+        started = time.perf_counter()
+        trained = train_on_parquet(
+            path, surface=surface, actions=[action], max_rounds=int(rounds), early_stopping_rounds=int(rounds)
+        )
+        return {
+            "rows": trained.rows["fit"] + trained.rows["valid"],
+            "seconds": round(time.perf_counter() - started, 2),
+            "rounds": trained.best_iteration[action] + 1,
+            "auc": round(trained.metrics[action]["auc"], 4),
+        }
+    raise SystemExit(f"unknown stage {name}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scales", default="1,5,20", help="world sizes as multiples of 5,000 accounts")
+    parser.add_argument("--surface", default="feed")
+    parser.add_argument("--action", default="like")
+    parser.add_argument("--rounds", type=int, default=100, help="boosting rounds, fixed (no early stopping)")
+    parser.add_argument("--workdir", type=Path, default=None, help="where the worlds go (default: a temp dir)")
+    parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.stage:
+        print(json.dumps(stage(args.stage[0], args.stage[1:])))
+        return
+
+    results: dict = {"benchmark": "scale", "surface": args.surface, "action": args.action, "rounds": args.rounds, "scales": {}}
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        for scale in [int(s) for s in args.scales.split(",")]:
+            db, features = Path(tmp) / f"world{scale}.duckdb", Path(tmp) / f"features{scale}.parquet"
+            row = {"users": 5000 * scale}
+            for name, params in (
+                ("synth", [str(5000 * scale), str(db)]),
+                ("features", [str(db), args.surface, str(features)]),
+                ("train", [str(features), args.surface, args.action, str(args.rounds)]),
+            ):
+                r = run_stage(__file__, [name, *params])
+                r["rows_per_s"] = round(r["rows"] / r["seconds"]) if r["seconds"] else None
+                row[name] = r
+            row["db_size_mb"] = round(db.stat().st_size / 2**20, 1)
+            results["scales"][f"x{scale}"] = row
+            db.unlink()
+            features.unlink()
+    sizes = list(results["scales"].values())
+    if len(sizes) > 1:
+        small, large = sizes[0], sizes[-1]
+        results["growth"] = {
+            name: {
+                "rows_ratio": round(large[name]["rows"] / small[name]["rows"], 2),
+                "seconds_per_row_ratio": round((large[name]["seconds"] / large[name]["rows"]) / (small[name]["seconds"] / small[name]["rows"]), 2),
+                "peak_memory_ratio": round(large[name]["peak_rss_mb"] / small[name]["peak_rss_mb"], 2),
+            }
+            for name in ("synth", "features", "train")
+        }
+    results["machine"] = machine()
+    report(results, args.out)
+
+
+if __name__ == "__main__":
+    main()
