@@ -43,6 +43,7 @@ from toolkit.predict.train import (
     select_actions,
     split_times,
     train_on_frame,
+    train_on_parquet,
     train_surface,
 )
 
@@ -53,8 +54,10 @@ __all__ = [
     "PSEUDOCOUNT_GRID",
     "TrainedSurface",
     "action_metrics",
+    "build_feature_partitions",
     "check_features",
     "compare_with_baselines",
+    "dask_client",
     "evaluate_actions",
     "expected_calibration_error",
     "feature_matrix",
@@ -75,6 +78,17 @@ __all__ = [
     "select_actions",
     "split_times",
     "train_on_frame",
+    "train_on_parquet",
     "train_surface",
+    "train_surface_dask",
     "tune_history_rates",
 ]
+
+
+def __getattr__(name: str):
+    # the Dask path, imported on first use so that `import toolkit.predict` stays free of dask
+    if name in ("build_feature_partitions", "dask_client", "train_surface_dask"):
+        from toolkit.predict import distributed
+
+        return getattr(distributed, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
