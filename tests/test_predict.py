@@ -486,3 +486,18 @@ def test_cli_errors(world4_path, tmp_path, capsys):
         with pytest.raises(SystemExit):
             main(["train", "--db", str(world4_path), "--surface", "feed", option, value])
         assert option in capsys.readouterr().err
+
+
+def test_cli_train_chunked_on_a_dataset_folder(world4_path, tmp_path, capsys):
+    from toolkit.store import export_partitioned
+
+    data = tmp_path / "w4_parquet"
+    export_partitioned(world4_path, data)
+    args = ["train", "--data", str(data), "--surface", "stories", "--max-rounds", "20", "--quiet", "--chunked", "--json"]
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["rows"]["test"] > 0 and load_models(data, "stories").actions == list(out["actions"])
+    assert main(["train", "--db", str(world4_path), "--data", str(data), "--surface", "stories"]) == 2
+    assert "one of them" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--surface", "stories", "--chunked", "--dask", "local"]) == 2
+    assert "--chunked is the one-machine path" in capsys.readouterr().err

@@ -11,6 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -71,22 +72,34 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from toolkit.predict import save_models, train_surface
-    from toolkit.store import connect
 
-    # read-only: training reads the store and writes only the model files beside it
-    con = connect(args.db, read_only=True)
-    try:
-        trained = train_surface(
-            con,
-            args.surface,
-            train_until=args.train_until,
-            params=None if args.learning_rate is None else {"eta": args.learning_rate},
-            **({} if args.max_rounds is None else {"max_rounds": args.max_rounds}),
-            progress=not args.quiet,
-        )
-    finally:
-        con.close()
-    folder = save_models(trained, args.db)
+    if (args.db is None) == (args.data is None):
+        raise FeedlabError("give the store as --db FILE or the dataset as --data DIR (one of them)")
+    source = args.db if args.db is not None else args.data
+    options = dict(
+        train_until=args.train_until,
+        params=None if args.learning_rate is None else {"eta": args.learning_rate},
+        **({} if args.max_rounds is None else {"max_rounds": args.max_rounds}),
+        progress=not args.quiet,
+    )
+    if args.dask is not None and args.chunked:
+        raise FeedlabError("--chunked is the one-machine path for logs larger than memory; with --dask the workers already featurize a day at a time")
+    if args.chunked:
+        options["chunk"] = timedelta(days=1)
+    if args.dask is not None:
+        from toolkit.predict.distributed import dask_client, train_surface_dask
+
+        # every worker opens the store (or dataset) read-only itself, at the same path
+        with dask_client(args.dask, verbose=not args.quiet) as client:
+            trained = train_surface_dask(source, args.surface, client=client, **options)
+    else:
+        # read-only: training reads the store and writes only the model files beside it
+        con = _open_source(source)
+        try:
+            trained = train_surface(con, args.surface, **options)
+        finally:
+            con.close()
+    folder = save_models(trained, source)
     if args.json:
         _print_json(
             {
@@ -105,6 +118,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _print_metrics(trained.metrics_frame())
     print(f"models saved in {folder}")
     return 0
+
+
+def _open_source(source: Path):
+    """A read-only connection to a store file or a Parquet dataset folder."""
+    from toolkit.store import open_source
+
+    return open_source(source)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -390,11 +410,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     from toolkit.store.schema import SURFACES
 
-    p = add("train", "Train one action model per action of a surface, save them beside the store, print test metrics.", _cmd_train)
+    p = add("train", "Train one action model per action of a surface, save them beside the store, print test metrics.", _cmd_train, db_required=False)
+    p.add_argument("--data", type=Path, metavar="DIR", help="train on a Parquet dataset folder (feedlab export --partition-by day) instead of --db")
     p.add_argument("--surface", required=True, choices=SURFACES)
     p.add_argument("--train-until", metavar="DATE", help="train on impressions before this date or time, test on the rest (default: the last 20%% of days)")
     p.add_argument("--learning-rate", type=_positive(float), metavar="ETA", help="XGBoost's eta (default: the toolkit's, see docs/predictors.md); higher needs fewer rounds")
     p.add_argument("--max-rounds", type=_positive(int), metavar="N", help="most boosting rounds per action; early stopping usually ends sooner (default: the toolkit's)")
+    p.add_argument("--chunked", action="store_true", help="for logs larger than memory: featurize a day at a time into a temporary "
+                   "Parquet file and train from it batch by batch (docs/scale.md)")
+    p.add_argument(
+        "--dask", metavar="ADDRESS|local",
+        help="train on a Dask cluster with xgboost.dask: 'local' starts 2 worker processes here, tcp://host:8786 joins a "
+        "running scheduler; every worker must see the store at the same path (see docs/predictors.md)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
     p = add("predict", "Write predicted action probabilities of a surface's impressions to Parquet.", _cmd_predict)
