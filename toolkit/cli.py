@@ -94,7 +94,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
             trained = train_surface_dask(source, args.surface, client=client, **options)
     else:
         # read-only: training reads the store and writes only the model files beside it
-        con = _open_source(source)
+        from toolkit.store import open_source
+
+        con = open_source(source)
         try:
             trained = train_surface(con, args.surface, **options)
         finally:
@@ -118,13 +120,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _print_metrics(trained.metrics_frame())
     print(f"models saved in {folder}")
     return 0
-
-
-def _open_source(source: Path):
-    """A read-only connection to a store file or a Parquet dataset folder."""
-    from toolkit.store import open_source
-
-    return open_source(source)
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

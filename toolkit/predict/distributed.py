@@ -51,6 +51,7 @@ import polars as pl
 from tqdm.auto import tqdm
 
 from toolkit.errors import FeedlabError
+from toolkit.store import open_source
 from toolkit.predict.model import TrainedSurface
 from toolkit.predict.predict import evaluate_actions, predict_actions
 from toolkit.predict.train import (
@@ -64,7 +65,6 @@ from toolkit.predict.train import (
 from toolkit.store.schema import ACTIONS, SURFACES
 
 if TYPE_CHECKING:  # dask is imported only when used
-    import duckdb
     from distributed import Client
 
 __all__ = ["build_feature_partitions", "dask_client", "train_surface_dask"]
@@ -167,43 +167,22 @@ def dask_client(
             cluster.close()
 
 
-def _open_source(source: str | os.PathLike) -> duckdb.DuckDBPyConnection:
-    """A read-only connection to a store file, or to a Parquet dataset folder (``dataset.json``)."""
-    try:
-        from toolkit.store import open_source
-    except ImportError:
-        try:
-            from toolkit.store.dataset import open_source
-        except ImportError:  # a toolkit without datasets: a source is a DuckDB file
-            from toolkit.store import connect
-
-            return connect(source, read_only=True)
-    return open_source(source)
-
-
 def _chunk_edges(source: Path, surface: str, chunk: timedelta) -> list[tuple[datetime, datetime]]:
     """The time chunks of a surface's impressions, as :func:`~toolkit.signals.iter_training_frames` cuts them."""
-    con = _open_source(source)
+    from toolkit.signals.features import chunk_edges
+
+    con = open_source(source)
     try:
-        [(lo, hi)] = con.execute("select min(ts), max(ts) from impressions where surface = ?", [surface]).fetchall()
+        return chunk_edges(con, surface, chunk=chunk)
     finally:
         con.close()
-    if lo is None:
-        return []
-    edges = []
-    edge = lo
-    while edge <= hi:
-        edges.append(edge)
-        edge += chunk
-    edges.append(hi + timedelta(microseconds=1))
-    return list(zip(edges[:-1], edges[1:]))
 
 
 def _featurize_chunk(source: str, surface: str, start: datetime, end: datetime, path: str) -> int:
     """One task: the training rows of ``[start, end)`` written to ``path``; returns the row count (0: no file)."""
     from toolkit.signals.features import training_frame
 
-    con = _open_source(source)
+    con = open_source(source)
     try:
         try:
             from distributed import get_worker

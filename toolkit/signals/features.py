@@ -249,6 +249,42 @@ def training_frame(
     return features.drop("device").hstack(impressions.select(*ACTIONS, *(f"p_{a}" for a in ACTIONS)))
 
 
+def chunk_edges(
+    con: duckdb.DuckDBPyConnection,
+    surface: str,
+    *,
+    chunk: timedelta = timedelta(days=1),
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[tuple[datetime, datetime]]:
+    """The ``[a, b)`` time chunks that cover a surface's impressions, ``chunk`` long from the first one.
+
+    Example
+    -------
+    >>> chunk_edges(con, "feed", chunk=timedelta(days=7))  # doctest: +SKIP
+    [(datetime(2026, 1, 5, 0, 0, 3), datetime(2026, 1, 12, 0, 0, 3)), ...]
+    """
+    if chunk <= timedelta(0):
+        raise FeedlabError("chunk must be a positive duration")
+    where, params = ["surface = ?"], [surface]
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+    [(lo, hi)] = con.execute(f"select min(ts), max(ts) from impressions where {' and '.join(where)}", params).fetchall()
+    if lo is None:
+        return []
+    edges = []
+    edge = lo
+    while edge <= hi:
+        edges.append(edge)
+        edge += chunk
+    edges.append(hi + timedelta(microseconds=1))
+    return list(zip(edges[:-1], edges[1:]))
+
+
 def iter_training_frames(
     con: duckdb.DuckDBPyConnection,
     surface: str,
@@ -268,25 +304,7 @@ def iter_training_frames(
     >>> sum(f.height for f in iter_training_frames(con, "feed", chunk=timedelta(hours=12)))  # doctest: +SKIP
     513043
     """
-    if chunk <= timedelta(0):
-        raise FeedlabError("chunk must be a positive duration")
-    where, params = ["surface = ?"], [surface]
-    if start is not None:
-        where.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("ts < ?")
-        params.append(end)
-    [(lo, hi)] = con.execute(f"select min(ts), max(ts) from impressions where {' and '.join(where)}", params).fetchall()
-    if lo is None:
-        return
-    edges = []
-    edge = lo
-    while edge <= hi:
-        edges.append(edge)
-        edge += chunk
-    edges.append(hi + timedelta(microseconds=1))
-    for a, b in tqdm(list(zip(edges[:-1], edges[1:])), desc=f"features {surface}", unit="chunk", disable=not progress):
+    for a, b in tqdm(chunk_edges(con, surface, chunk=chunk, start=start, end=end), desc=f"features {surface}", unit="chunk", disable=not progress):
         yield training_frame(con, surface, start=a, end=b)
 
 
