@@ -178,6 +178,17 @@ def test_training_from_a_parquet_file_batch_by_batch_equals_training_in_memory(t
     _same_models(trained, again)
 
 
+def test_training_from_a_parquet_file_samples_the_same_shap_rows_across_batches(tmp_path, frame, monkeypatch):
+    from toolkit.predict import train as T
+
+    monkeypatch.setattr(T, "SHAP_ROWS", 37)  # fewer than the test rows: a sample spread over several batches
+    path = tmp_path / "frame.parquet"
+    frame.write_parquet(path)
+    whole = train_on_frame(frame, surface="feed", actions=["like"], max_rounds=20)
+    batched = train_on_parquet(path, surface="feed", actions=["like"], max_rounds=20, batch_rows=frame.height // 9)
+    _same_models(whole, batched)
+
+
 def test_training_from_a_parquet_file_refuses_bad_files(tmp_path, frame):
     with pytest.raises(FeedlabError, match="no such training file"):
         train_on_parquet(tmp_path / "missing.parquet", surface="feed")

@@ -332,6 +332,16 @@ def _feature_batches(path: Path, features: list[str], lo: int, hi: int, batch_ro
     return Batches()
 
 
+def _picked_rows(batches: Iterator[pl.DataFrame], picked: np.ndarray) -> Iterator[pl.DataFrame]:
+    """The rows at sorted positions ``picked`` of consecutive batches, one batch in memory at a time."""
+    start = 0
+    for batch in batches:
+        end = start + batch.height
+        lo, hi = np.searchsorted(picked, [start, end])
+        yield batch[picked[lo:hi] - start]
+        start = end
+
+
 def train_on_parquet(
     path: str | os.PathLike,
     *,
@@ -401,10 +411,7 @@ def train_on_parquet(
     # the same SHAP rows as train_on_frame would sample from the test rows
     n_test = test.height
     picked = np.sort(np.random.default_rng(seed).choice(n_test, SHAP_ROWS, replace=False)) if n_test > SHAP_ROWS else np.arange(n_test)
-    sample = (
-        pl.scan_parquet(path).select(features).slice(n_train, n_test).with_row_index("_row")
-        .filter(pl.col("_row").is_in(pl.Series(picked, dtype=pl.UInt32).implode())).drop("_row").collect()
-    )
+    sample = pl.concat(_picked_rows(_row_batches(path, features, n_train, labels.height, batch_rows), picked))
     trained.importance, trained.family_importance = _importance(trained, sample, seed=seed)
     return trained
 
