@@ -266,6 +266,15 @@ def _author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     df["author_posts_7d"] = df["author_posted_7d"].astype("float64")
     df["author_misinfo_posts"] = df["misinfo_total"].astype("float64")
     df["author_account_age_d"] = _hours(df, "ts", "author_created_at") / 24
+    return _unknown_where_null(df, "author_id", _BRANCH_OUTPUTS["_author_features"])
+
+
+def _unknown_where_null(df: pd.DataFrame, key: str, names: list[str]) -> pd.DataFrame:
+    """Features of a post whose author (or topic) is not known are missing, as in the polars path."""
+    unknown = df[key].isna()
+    if unknown.any():
+        for name in names:
+            df[name] = df[name].where(~unknown)
     return df
 
 
@@ -329,7 +338,10 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
         df[f"va_topic_{name}_share"] = df[f"topic_{v}_t"] / (df[f"topic_{v}_u"] + 1)
     df["va_topic_dwell_lift"] = _lift(df, "topic_dwells", "topic_dwell_obs")
     df["va_topic_engagement_lift"] = _lift(df, "topic_engaged", "topic_shown")
-    return df
+    outputs = _BRANCH_OUTPUTS["_viewer_author_features"]
+    by_topic = [n for n in outputs if n.startswith(("va_topic_", "_topic_"))]
+    df = _unknown_where_null(df, "author_id", [n for n in outputs if n not in by_topic])
+    return _unknown_where_null(df, "topic", by_topic)
 
 
 def _lift(df: pd.DataFrame, pos: str, obs: str) -> pd.Series:
