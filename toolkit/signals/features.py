@@ -209,6 +209,18 @@ FOLLOW_PAIRS_SQL = f"""
 """
 
 
+def _impressions_where(surface: str, start: datetime | None, end: datetime | None) -> tuple[list[str], list]:
+    """The conditions (and their parameters) selecting a surface's impressions with ``start <= ts < end``."""
+    where, params = ["surface = ?"], [surface]
+    if start is not None:
+        where.append("ts >= ?")
+        params.append(start)
+    if end is not None:
+        where.append("ts < ?")
+        params.append(end)
+    return where, params
+
+
 def training_frame(
     con: duckdb.DuckDBPyConnection,
     surface: str,
@@ -231,13 +243,7 @@ def training_frame(
     """
     if surface not in SURFACES:
         raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
-    where, params = ["surface = ?"], [surface]
-    if start is not None:
-        where.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("ts < ?")
-        params.append(end)
+    where, params = _impressions_where(surface, start, end)
     labels = ", ".join(f'"{a}"' for a in ACTIONS) + ", " + ", ".join(f"p_{a}" for a in ACTIONS)
     impressions = con.sql(
         f"select impression_id, user_id, post_id, ts, device, position, {labels} from impressions "
@@ -266,13 +272,7 @@ def chunk_edges(
     """
     if chunk <= timedelta(0):
         raise FeedlabError("chunk must be a positive duration")
-    where, params = ["surface = ?"], [surface]
-    if start is not None:
-        where.append("ts >= ?")
-        params.append(start)
-    if end is not None:
-        where.append("ts < ?")
-        params.append(end)
+    where, params = _impressions_where(surface, start, end)
     [(lo, hi)] = con.execute(f"select min(ts), max(ts) from impressions where {' and '.join(where)}", params).fetchall()
     if lo is None:
         return []
