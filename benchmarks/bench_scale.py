@@ -44,11 +44,11 @@ def stage(name: str, params: list[str]) -> dict:
         from toolkit.signals import write_training_frame
         from toolkit.store import connect
 
-        db, surface, out = params
+        db, surface, out, hours = params
         con = connect(db, read_only=True)
         try:
             started = time.perf_counter()
-            rows = write_training_frame(con, surface, out, chunk=timedelta(days=1), progress=False)
+            rows = write_training_frame(con, surface, out, chunk=timedelta(hours=float(hours)), progress=False)
             return {"rows": rows, "seconds": round(time.perf_counter() - started, 2)}
         finally:
             con.close()
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--surface", default="feed")
     parser.add_argument("--action", default="like")
     parser.add_argument("--rounds", type=int, default=100, help="boosting rounds, fixed (no early stopping)")
+    parser.add_argument("--chunk-hours", type=float, default=24, help="featurize this many hours of impressions at a time")
     parser.add_argument("--workdir", type=Path, default=None, help="where the worlds go (default: a temp dir)")
     parser.add_argument("--out", type=Path, default=None)
     parser.add_argument("--stage", nargs="+", help=argparse.SUPPRESS)
@@ -83,14 +84,17 @@ def main() -> None:
         print(json.dumps(stage(args.stage[0], args.stage[1:])))
         return
 
-    results: dict = {"benchmark": "scale", "surface": args.surface, "action": args.action, "rounds": args.rounds, "scales": {}}
+    results: dict = {
+        "benchmark": "scale", "surface": args.surface, "action": args.action, "rounds": args.rounds,
+        "chunk_hours": args.chunk_hours, "scales": {},
+    }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for scale in [int(s) for s in args.scales.split(",")]:
             db, features = Path(tmp) / f"world{scale}.duckdb", Path(tmp) / f"features{scale}.parquet"
             row = {"users": 5000 * scale}
             for name, params in (
                 ("synth", [str(5000 * scale), str(db)]),
-                ("features", [str(db), args.surface, str(features)]),
+                ("features", [str(db), args.surface, str(features), str(args.chunk_hours)]),
                 ("train", [str(features), args.surface, args.action, str(args.rounds)]),
             ):
                 r = run_stage(__file__, [name, *params])

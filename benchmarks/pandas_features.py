@@ -63,7 +63,6 @@ from toolkit.signals.features import (
     POSTS_SQL,
     REQUESTS_VIEW,
     VIEWERS_SQL,
-    event_params,
 )
 from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
 
@@ -151,7 +150,8 @@ def _posts_of_requests(con, req: pd.DataFrame) -> pd.DataFrame:
 def _events(con, name: str, requests_from, requests_to) -> pd.DataFrame:
     """The events of ``EVENT_QUERIES[name]`` that requests in a time range can see, as running totals per key."""
     query = EVENT_QUERIES[name]
-    df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).df()
+    sql, params = query.fetch(requests_from, requests_to)
+    df = con.sql(sql, params=params).df()
     return _running_totals(df, by=list(query.by), values=list(query.values))
 
 
@@ -282,9 +282,11 @@ def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
     df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
+    recent = _events(con, "viewer_recent", min_ts, max_ts)
+    df = _totals_before(df, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"], suffix="_v")
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
-        df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=["shown"], shift_s=seconds, suffix=f"_v{name}")
-        df[f"viewer_impressions_{name}"] = (df["shown_v"] - df[f"shown_v{name}"]).astype("float64")
+        df = _totals_before(df, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"], shift_s=seconds, suffix=f"_v{name}")
+        df[f"viewer_impressions_{name}"] = (df["seen_v"] - df[f"seen_v{name}"]).astype("float64")
     viewers = con.sql(VIEWERS_SQL).df()
     df = df.merge(viewers, on="user_id", how="left")
     df["viewer_impressions_total"] = df["shown_v"].astype("float64")
@@ -319,7 +321,8 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     df = _totals_before(df, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
     query = EVENT_QUERIES["viewer_topics"]
-    topic_events = con.sql(query.fetch_sql(), params=event_params(query, min_ts, max_ts)).df()
+    sql, params = query.fetch(min_ts, max_ts)
+    topic_events = con.sql(sql, params=params).df()
     values = list(query.values)
     for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
         totals = _running_totals(topic_events.copy(), by=by, values=values)

@@ -8,7 +8,7 @@ import duckdb
 import polars as pl
 from polars.testing import assert_frame_equal
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from toolkit.errors import FeedlabError
@@ -316,3 +316,36 @@ def test_progress_bar_counts_the_signal_families(capsys):
     assert "features feed" in err and "5/5" in err
     compute_features(_store(), _request())
     assert capsys.readouterr().err == ""
+
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    events=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 3000)), min_size=10, max_size=60),
+    requests=st.lists(st.tuples(st.integers(0, 1), st.integers(0, 3000)), min_size=1, max_size=12),
+    windows=st.lists(st.sampled_from([1, 60, 150, 600, 1440, 2900]), max_size=3, unique=True),
+)
+@example(events=[(0, 0), (0, 100)], requests=[(0, 200)], windows=[150])
+def test_collapsed_event_gaps_keep_every_total_and_window(events, requests, windows):
+    """Events summed between lookup times give the totals, windows and last-event times of the events one by one."""
+    from toolkit.signals.features import EventQuery, _running_totals
+
+    base = datetime(2026, 1, 1)
+    con = duckdb.connect()
+    con.execute("create table ev (k integer, ts timestamp)")
+    con.executemany("insert into ev values (?, ?)", [(k, base + timedelta(minutes=m)) for k, m in events])
+    query = EventQuery("select k, ts, 1 as n from ev where ts < ?", ("k",), ("n",), windows_s=tuple(60 * w for w in windows))
+    times = [base + timedelta(minutes=m) for _, m in requests]
+    sql, params = query.fetch(min(times), max(times))
+    fetched = con.sql(sql, params=params).pl()
+    totals = _running_totals(fetched, by=["k"], values=["n"]).collect().sort("ts").rows(named=True)
+    every = [(k, base + timedelta(minutes=m)) for k, m in events]
+    for (k, _), t in zip(requests, times):
+        for lookup in [t, *(t - timedelta(minutes=w) for w in windows)]:
+            seen = [ts for key, ts in every if key == k and ts < lookup]
+            rows = [r for r in totals if r["k"] == k and r["ts"] < lookup]
+            assert (rows[-1]["n"] if rows else 0) == len(seen)
+            if lookup == t:
+                assert (rows[-1]["_event_ts"] if rows else None) == (max(seen) if seen else None)
+    # the point of it: no more rows than events, and fewer when there are gaps to sum
+    assert fetched.height <= len(set(every))

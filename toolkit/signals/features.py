@@ -58,46 +58,79 @@ LIFT_FLOOR = 0.01
 #: Name under which the requests are registered for the event SQL to read.
 REQUESTS_VIEW = "_feedlab_requests"
 _DAY_S = 86_400
-def _label_sums(alias: str = "") -> str:
-    """SQL counting, per action, the positive and the observable (non-null) labels of impressions.
+def _label_counts(alias: str = "") -> str:
+    """SQL giving, per impression row and action, 1/0 for a positive label and 1/0 for an observable one.
 
-    ``count_if(x is true)``: a group whose labels are all null must count 0 positives, and both
-    ``sum(x::int)`` and ``count_if(x)`` give NULL there, which would poison every later total.
+    ``x is true`` and ``x is not null`` are never null, so a row whose labels are all null counts
+    0 positives and 0 observations instead of poisoning every later total.
     """
     col = f"{alias}." if alias else ""
-    return ", ".join(f'count_if({col}"{a}" is true)::bigint as pos_{a}, count({col}"{a}") as obs_{a}' for a in ACTIONS)
+    return ", ".join(f'({col}"{a}" is true)::int as pos_{a}, ({col}"{a}" is not null)::int as obs_{a}' for a in ACTIONS)
 
 
 @dataclass(frozen=True)
 class EventQuery:
-    """One event source: SQL counting events per key and timestamp ``ts`` before a time ``?``.
+    """One event source: SQL giving one row per event (its keys, ``ts`` and 0/1 counts) before a time ``?``.
 
     The SQL may read the requests (registered as ``_feedlab_requests``: _row, user_id, post_id,
-    ts) to fetch only the history of the keys asked about.
+    ts) to fetch only the history of the keys asked about. ``windows_s`` lists the windows
+    ``[t - w, t)`` any feature counts over these events.
     """
 
     sql: str
     by: tuple[str, ...]
     values: tuple[str, ...]
-    lookback_s: int = 0  # the longest window any feature takes over these events
+    windows_s: tuple[int, ...] = ()
 
-    def fetch_sql(self) -> str:
-        """SQL of the events before ``?`` (the latest request), older ones collapsed per key.
+    def individual_spans(self, requests_from: datetime, requests_to: datetime) -> list[tuple[datetime, datetime]]:
+        """The time spans ``[a, b)`` whose events must stay apart for requests timed in ``[requests_from, requests_to]``.
 
-        Events older than the earliest request minus ``lookback_s`` (the second and third ``?``)
-        become one opening row per key: their summed counts at the time of the last of them.
-        A running total, a window and "time since the last event" read from that row are the
-        same as from the events themselves, and a chunk of requests reads a week of events plus
-        one row per key instead of the whole history.
+        A request at t looks up totals strictly before t and, for each window w, before t - w.
+        Events between two such lookup times can be summed into one row without changing any
+        lookup, so only the spans the lookup times fall in keep their events one by one.
+
+        Example
+        -------
+        >>> q = EventQuery("", ("user_id",), ("shown",), windows_s=(86_400,))
+        >>> q.individual_spans(datetime(2026, 1, 10), datetime(2026, 1, 10, 6))
+        [(datetime.datetime(2026, 1, 9, 0, 0), datetime.datetime(2026, 1, 9, 6, 0)), (datetime.datetime(2026, 1, 10, 0, 0), datetime.datetime(2026, 1, 10, 6, 0))]
         """
+        spans = sorted(
+            [(requests_from, requests_to)]
+            + [(requests_from - timedelta(seconds=w), requests_to - timedelta(seconds=w)) for w in self.windows_s]
+        )
+        merged: list[tuple[datetime, datetime]] = []
+        for a, b in spans:
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        return merged
+
+    def fetch(self, requests_from: datetime, requests_to: datetime) -> tuple[str, list]:
+        """SQL and parameters of the events requests in ``[requests_from, requests_to]`` can see, per key and ``ts``.
+
+        Events inside :meth:`individual_spans` come one row per key and timestamp. Those between
+        two spans (and before the first) come as one row per key and gap: their summed counts at
+        the time of the last of them. Every running total, window and "time since the last
+        event" at a request's lookup times is the same as from the events themselves, and a
+        chunk of requests reads its own spans' events plus a few rows per key instead of the
+        whole history.
+        """
+        spans = self.individual_spans(requests_from, requests_to)
         keys = ", ".join(self.by)
         sums = ", ".join(f"sum({v})::bigint as {v}" for v in self.values)
-        return (
-            f"with events as ({self.sql}) "
-            f"select * from events where ts >= ? "
+        inside = " or ".join("(ts >= ? and ts < ?)" for _ in spans)
+        gap = " + ".join("(ts >= ?)::int" for _ in spans)  # how many spans began before: the gap's number
+        sql = (
+            f"with events as ({self.sql}), "
+            f"tagged as (select *, ({inside}) as _individual, {gap} as _gap from events) "
+            f"select {keys}, ts, {sums} from tagged where _individual group by {keys}, ts "
             f"union all by name "
-            f"select {keys}, max(ts) as ts, {sums} from events where ts < ? group by {keys}"
+            f"select {keys}, max(ts) as ts, {sums} from tagged where not _individual group by {keys}, _gap"
         )
+        params = [requests_to, *(t for span in spans for t in span), *(a for a, _ in spans)]
+        return sql, params
 
 
 _AUTHORS = f"(select p.author_id from posts p where p.post_id in (select post_id from {REQUESTS_VIEW}))"
@@ -113,81 +146,88 @@ _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
 EVENT_QUERIES: dict[str, EventQuery] = {
     # popularity as a ranker sees it: every public engagement, bought ones included
     "post_engagements": EventQuery(
-        "select post_id, ts, " + ", ".join(f"count_if(action = '{a}')::bigint as {a}s" for a in POPULARITY_ACTIONS)
-        + f" from engagements where post_id in (select post_id from {REQUESTS_VIEW}) and action != 'follow' and ts < ? group by all",
+        "select post_id, ts, " + ", ".join(f"(action = '{a}')::int as {a}s" for a in POPULARITY_ACTIONS)
+        + f" from engagements where post_id in (select post_id from {REQUESTS_VIEW}) and action != 'follow' and ts < ?",
         ("post_id",),
         _POPULARITY_VALUES,
-        lookback_s=7 * _DAY_S,
+        windows_s=tuple(seconds for _, seconds in POPULARITY_WINDOWS),
     ),
     "post_impressions": EventQuery(
-        f"select post_id, ts, count(*) as shown, {_label_sums()} from impressions "
-        f"where post_id in (select post_id from {REQUESTS_VIEW}) and ts < ? group by all",
+        f"select post_id, ts, 1 as shown, {_label_counts()} from impressions "
+        f"where post_id in (select post_id from {REQUESTS_VIEW}) and ts < ?",
         ("post_id",),
         _RATE_VALUES,
     ),
     "author_followers": EventQuery(
-        f"select followee_id as author_id, created_at as ts, count(*) as followers from follows "
-        f"where followee_id in {_AUTHORS} and created_at < ? group by all",
+        f"select followee_id as author_id, created_at as ts, 1 as followers from follows "
+        f"where followee_id in {_AUTHORS} and created_at < ?",
         ("author_id",),
         ("followers",),
     ),
     "author_engagements": EventQuery(
-        f"select p.author_id, e.ts, count(*) as received from engagements e join posts p using (post_id) "
-        f"where p.author_id in {_AUTHORS} and e.action != 'follow' and e.ts < ? group by all",
+        f"select p.author_id, e.ts, 1 as received from engagements e join posts p using (post_id) "
+        f"where p.author_id in {_AUTHORS} and e.action != 'follow' and e.ts < ?",
         ("author_id",),
         ("received",),
-        lookback_s=28 * _DAY_S,
+        windows_s=(28 * _DAY_S,),
     ),
     "author_posts": EventQuery(
-        f"select author_id, created_at as ts, count(*) as posted, count_if(misinformation)::bigint as misinfo "
-        f"from posts where author_id in {_AUTHORS} and created_at < ? group by all",
+        f"select author_id, created_at as ts, 1 as posted, (misinformation is true)::int as misinfo "
+        f"from posts where author_id in {_AUTHORS} and created_at < ?",
         ("author_id",),
         ("posted", "misinfo"),
-        lookback_s=7 * _DAY_S,
+        windows_s=(7 * _DAY_S,),
     ),
     "author_impressions": EventQuery(
-        f"select p.author_id, i.ts, count(*) as shown, {_label_sums('i')} "
-        f"from impressions i join posts p using (post_id) where p.author_id in {_AUTHORS} and i.ts < ? group by all",
+        f"select p.author_id, i.ts, 1 as shown, {_label_counts('i')} "
+        f"from impressions i join posts p using (post_id) where p.author_id in {_AUTHORS} and i.ts < ?",
         ("author_id",),
         _RATE_VALUES,
     ),
     "viewer_impressions": EventQuery(
-        f"select user_id, ts, count(*) as shown, {_label_sums()} from impressions "
-        f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ? group by all",
+        f"select user_id, ts, 1 as shown, {_label_counts()} from impressions "
+        f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ?",
         ("user_id",),
         _RATE_VALUES,
-        lookback_s=7 * _DAY_S,
+    ),
+    # the same impressions for the windowed counts alone: a week of one narrow column instead of
+    # a week of every label (the largest source a chunk reads)
+    "viewer_recent": EventQuery(
+        f"select user_id, ts, 1 as seen from impressions where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ?",
+        ("user_id",),
+        ("seen",),
+        windows_s=(_DAY_S, 7 * _DAY_S),
     ),
     "va_impressions": EventQuery(
-        f"select i.user_id, p.author_id, i.ts, count(*) as shown, count_if(i.profile_tap is true)::bigint as taps "
-        f"from impressions i join posts p using (post_id) where (i.user_id, p.author_id) in {_PAIRS} and i.ts < ? group by all",
+        f"select i.user_id, p.author_id, i.ts, 1 as shown, (i.profile_tap is true)::int as taps "
+        f"from impressions i join posts p using (post_id) where (i.user_id, p.author_id) in {_PAIRS} and i.ts < ?",
         ("user_id", "author_id"),
         ("shown", "taps"),
     ),
     "va_engagements": EventQuery(
-        f"select e.user_id, p.author_id, e.ts, count_if(e.action = 'like')::bigint as likes, "
-        f"count_if(e.action = 'comment')::bigint as comments, count(*) as interactions "
+        f"select e.user_id, p.author_id, e.ts, (e.action = 'like')::int as likes, "
+        f"(e.action = 'comment')::int as comments, 1 as interactions "
         f"from engagements e join posts p using (post_id) "
         f"where e.action in ('like', 'comment', 'share', 'save') and (e.user_id, p.author_id) in {_PAIRS} "
-        f"and e.ts < ? group by all",
+        f"and e.ts < ?",
         ("user_id", "author_id"),
         ("likes", "comments", "interactions"),
     ),
     # the author's comments on the viewer's posts: keyed (commenter, post author)
     "va_mutual_comments": EventQuery(
-        f"select e.user_id as commenter, p.author_id as post_author, e.ts, count(*) as mutual "
+        f"select e.user_id as commenter, p.author_id as post_author, e.ts, 1 as mutual "
         f"from engagements e join posts p using (post_id) "
-        f"where e.action = 'comment' and (p.author_id, e.user_id) in {_PAIRS} and e.ts < ? group by all",
+        f"where e.action = 'comment' and (p.author_id, e.user_id) in {_PAIRS} and e.ts < ?",
         ("commenter", "post_author"),
         ("mutual",),
     ),
     "viewer_topics": EventQuery(
-        f'select i.user_id, p.topic, i.ts, count(*) as topic_shown, count_if(i."like" is true)::bigint as topic_likes, '
-        f'count(i."like") as topic_like_obs, count_if(i.dwell is true)::bigint as topic_dwells, count(i.dwell) as topic_dwell_obs, '
-        f'count_if(i."like" is true or i.comment is true or i.share is true or i.save is true)::bigint as topic_engaged, '
-        f"count_if(i.surface in ({_RECOMMENDED_SQL}))::bigint as topic_recommended "
+        f'select i.user_id, p.topic, i.ts, 1 as topic_shown, (i."like" is true)::int as topic_likes, '
+        f'(i."like" is not null)::int as topic_like_obs, (i.dwell is true)::int as topic_dwells, (i.dwell is not null)::int as topic_dwell_obs, '
+        f'(i."like" is true or i.comment is true or i.share is true or i.save is true)::int as topic_engaged, '
+        f"(i.surface in ({_RECOMMENDED_SQL}))::int as topic_recommended "
         f"from impressions i join posts p using (post_id) "
-        f"where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ? group by all",
+        f"where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ?",
         ("user_id", "topic"),
         _TOPIC_VALUES,
     ),
@@ -467,7 +507,8 @@ def _events(con, name: str, requests_from, requests_to, *, by: Sequence[str] | N
     ``by`` sums over a coarser key than the query's own (a viewer's totals over all topics, say).
     """
     query = EVENT_QUERIES[name]
-    df = con.sql(query.fetch_sql(), params=event_params(query, requests_from, requests_to)).pl()
+    sql, params = query.fetch(requests_from, requests_to)
+    df = con.sql(sql, params=params).pl()
     return _running_totals(df, by=query.by if by is None else by, values=query.values)
 
 
@@ -479,12 +520,6 @@ def _running_totals(df: pl.DataFrame, *, by: Sequence[str], values: Sequence[str
         .with_columns(pl.col(v).fill_null(0).cast(pl.Int32).cum_sum().over(by).alias(v) for v in values)
         .with_columns(pl.col("ts").alias("_event_ts"))
     )
-
-
-def event_params(query: EventQuery, requests_from, requests_to) -> list:
-    """Parameters of :meth:`EventQuery.fetch_sql` for requests timed in ``[requests_from, requests_to]``."""
-    opening = requests_from - timedelta(seconds=query.lookback_s)
-    return [requests_to, opening, opening]
 
 
 def _totals_before(
@@ -596,15 +631,17 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
 
 def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
+    lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=_RATE_VALUES, suffix="_total")
+    recent = _events(con, "viewer_recent", min_ts, max_ts)
     lf = _window_counts(
-        lf, imp, left_by=["user_id"], right_by=["user_id"], values=_RATE_VALUES,
-        windows=[("24h", _DAY_S), ("7d", 7 * _DAY_S)], prefix="viewer_", windowed=["shown"],
+        lf, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"],
+        windows=[("24h", _DAY_S), ("7d", 7 * _DAY_S)], prefix="viewer_",
     )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).pl()
     lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
     return lf.with_columns(
-        pl.col("viewer_shown_24h").cast(pl.Float64).alias("viewer_impressions_24h"),
-        pl.col("viewer_shown_7d").cast(pl.Float64).alias("viewer_impressions_7d"),
+        pl.col("viewer_seen_24h").cast(pl.Float64).alias("viewer_impressions_24h"),
+        pl.col("viewer_seen_7d").cast(pl.Float64).alias("viewer_impressions_7d"),
         pl.col("shown_total").cast(pl.Float64).alias("viewer_impressions_total"),
         *(_rate(f"pos_{a}_total", f"obs_{a}_total").alias(f"viewer_rate_{a}") for a in ACTIONS),
         *((pl.col("device") == d).fill_null(False).alias(f"viewer_device_{d}") for d in DEVICES),
@@ -637,8 +674,8 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    query = EVENT_QUERIES["viewer_topics"]
-    topic_events = con.sql(query.fetch_sql(), params=event_params(query, min_ts, max_ts)).pl()
+    sql, params = EVENT_QUERIES["viewer_topics"].fetch(min_ts, max_ts)
+    topic_events = con.sql(sql, params=params).pl()
     for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
         totals = _running_totals(topic_events, by=by, values=_TOPIC_VALUES)
         lf = _totals_before(lf, totals, left_by=by, right_by=by, values=_TOPIC_VALUES, suffix=suffix)
