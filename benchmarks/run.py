@@ -209,6 +209,16 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[dict], list[Row]]]] = {
 NOT_BY_DEFAULT = ("scale", "scale_50m")
 
 
+def _commit() -> str | None:
+    """The checked-out commit (with "+changes" when the tree differs from it), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+changes" if dirty else "")
+
+
 def run_one(name: str) -> dict:
     """Run one benchmark in its own process; its JSON result, wall seconds and peak memory."""
     script, *args = BENCHMARKS[name][0]
@@ -229,6 +239,7 @@ def run_one(name: str) -> dict:
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),  # kilobytes on Linux
             "returncode": code,
             "ran_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "commit": _commit(),
         }
         if code == 0 and out.exists():
             entry["result"] = json.loads(out.read_text())
@@ -256,7 +267,8 @@ def render(results: dict) -> str:
         "",
     ]
     for name, entry in results.get("benchmarks", {}).items():
-        lines += [f"## {name}", "", f"`{entry['command']}`: ran {entry.get('ran_at', '?')}, {entry['seconds']} s, "
+        commit = f" at commit {entry['commit']}" if entry.get("commit") else ""
+        lines += [f"## {name}", "", f"`{entry['command']}`: ran {entry.get('ran_at', '?')}{commit}, {entry['seconds']} s, "
                   f"peak memory {entry['peak_rss_mb']:,} MB.", ""]
         if entry.get("returncode") != 0 or "result" not in entry:
             lines += [f"**Failed** (exit status {entry.get('returncode')}); see results.json for its output.", ""]
