@@ -177,13 +177,16 @@ def _real_data_rows(r: dict) -> list[Row]:
 
 
 def _scale_rows(r: dict) -> list[Row]:
-    rows = [("surface, action, fixed rounds", f"{r.get('surface')}, {r.get('action')}, {r.get('rounds')}")]
+    rows = [("surface trained, action, fixed rounds", f"{r.get('surface')}, {r.get('action')}, {r.get('rounds')}"),
+            ("featurized, hours per chunk", f"{r.get('featurized', r.get('surface'))}, {_num(r.get('chunk_hours', 24))}")]
     for scale, s in (r.get("scales") or {}).items():
         for name in ("synth", "features", "train"):
             st = s.get(name) or {}
             rows.append((f"{scale} ({_num(s.get('users'))} accounts): {name}",
                          f"{_num(st.get('rows'))} rows, {_num(st.get('seconds'))} s, {_num(st.get('rows_per_s'))} rows/s, "
                          f"peak {_num(st.get('peak_rss_mb'))} MB"))
+            if st.get("per_surface"):
+                rows.append((f"{scale}: feature rows per surface", ", ".join(f"{k} {_num(v)}" for k, v in st["per_surface"].items())))
     for name, g in (r.get("growth") or {}).items():
         rows.append((f"growth of {name}, smallest to largest: seconds per row ratio (1 = linear), peak memory ratio",
                      f"{_num(g.get('seconds_per_row_ratio'))}, {_num(g.get('peak_memory_ratio'))} (rows x{_num(g.get('rows_ratio'))})"))
@@ -201,7 +204,7 @@ BENCHMARKS: dict[str, tuple[list[str], Callable[[dict], list[Row]]]] = {
     "real_data": (["bench_real_data.py"], _real_data_rows),
     "scale": (["bench_scale.py", "--scales", "1,5,20", "--surface", "stories"], _scale_rows),
     # the out-of-core target: a world of 50M impressions (230,000 accounts) on one 2-core machine
-    "scale_50m": (["bench_scale.py", "--scales", "46", "--surface", "stories"], _scale_rows),
+    "scale_50m": (["bench_scale.py", "--scales", "46", "--all-surfaces", "--chunk-hours", "12", "--surface", "stories"], _scale_rows),
 }
 #: Benchmarks a plain run (make bench) leaves out: the scaling table builds worlds of 5M and 20M
 #: impressions (about an hour on 2 cores) and scale_50m one of 50M (about as long); run them

@@ -27,6 +27,7 @@ def test_render_shows_machine_commit_and_figures():
     text = run.render({"machine": {"cpu": "Test CPU", "cores": 2, "memory_gb": 23.5}, "benchmarks": {"scale": _entry(scale)}})
     assert "| CPU | Test CPU |" in text and "| cores | 2 |" in text
     assert "at commit abc1234, 12.5 s, peak memory 2,048.0 MB" in text
+    assert "| featurized, hours per chunk | stories, 24 |" in text
     assert "| x1 (5,000 accounts): synth | 1,000 rows, 2 s, 500 rows/s, peak 600 MB |" in text
     assert "| growth of synth, smallest to largest: seconds per row ratio (1 = linear), peak memory ratio | 1.1, 1.5 (rows x2) |" in text
 

@@ -20,8 +20,9 @@ from toolkit.signals import (
     scoring_frame,
     training_frame,
     write_training_frame,
+    write_training_frames,
 )
-from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, schema_ddl
+from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, SURFACES, schema_ddl
 
 T0 = datetime(2026, 1, 1)
 
@@ -298,6 +299,18 @@ def test_chunked_features_equal_one_pass(small_world, tmp_path):
     rows = write_training_frame(small_world, "feed", tmp_path / "feed.parquet", chunk=timedelta(hours=13), progress=False)
     assert rows == whole.height
     assert_frame_equal(pl.read_parquet(tmp_path / "feed.parquet"), whole, check_exact=False, rel_tol=1e-12, abs_tol=0)
+
+
+def test_surfaces_featurized_together_equal_each_on_its_own(small_world, tmp_path):
+    rows = write_training_frames(small_world, tmp_path / "all", chunk=timedelta(hours=11), progress=False)
+    assert set(rows) == set(SURFACES)
+    for surface in SURFACES:
+        alone = training_frame(small_world, surface)
+        assert rows[surface] == alone.height > 0
+        assert_frame_equal(pl.read_parquet(tmp_path / "all" / f"{surface}.parquet"), alone, check_exact=False, rel_tol=1e-12, abs_tol=0)
+    assert not list((tmp_path / "all").glob(".*partial"))
+    with pytest.raises(FeedlabError, match="unknown surface 'tv'"):
+        write_training_frames(small_world, tmp_path / "bad", surfaces=["feed", "tv"], progress=False)
 
 
 def test_docs_list_every_feature():

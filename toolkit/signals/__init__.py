@@ -10,7 +10,9 @@ from toolkit.signals.features import (
     iter_training_frames,
     scoring_frame,
     training_frame,
+    training_frames,
     write_training_frame,
+    write_training_frames,
 )
 from toolkit.signals.registry import FAMILIES, FEATURES, family_of, feature_names
 
@@ -23,5 +25,7 @@ __all__ = [
     "iter_training_frames",
     "scoring_frame",
     "training_frame",
+    "training_frames",
     "write_training_frame",
+    "write_training_frames",
 ]
