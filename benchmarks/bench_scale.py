@@ -16,8 +16,8 @@ seconds per row (1.0 = linear; below 1, better than linear).
 
     .venv/bin/python benchmarks/bench_scale.py --scales 1,5,20      # about 1M, 5M and 20M impressions
     .venv/bin/python benchmarks/bench_scale.py --scales 1,2 --surface stories   # a quick look
-    .venv/bin/python benchmarks/bench_scale.py --scales 46 --all-surfaces --chunk-hours 12 --surface stories
-        # 50M impressions: every surface featurized (together), Stories' like trained
+    .venv/bin/python benchmarks/bench_scale.py --scales 46 --surface stories    # 50M impressions
+    .venv/bin/python benchmarks/bench_scale.py --scales 1 --all-surfaces       # every surface featurized
 """
 
 from __future__ import annotations
