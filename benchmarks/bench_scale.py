@@ -6,9 +6,10 @@ each stage runs in its own child process so that its peak resident memory is its
 - ``synth``: build the world (``feedlab synth``);
 - ``features``: featurize one surface a day at a time into Parquet (``write_training_frame``:
   the out-of-core path, memory follows one day);
-- ``train``: train one action from that file batch by batch (``train_on_parquet``: XGBoost's
-  binned matrix, not the floats, is in memory) for a fixed number of rounds, so that time per
-  row is comparable across sizes.
+- ``train``: train one action from that file batch by batch (``train_on_parquet`` with
+  XGBoost's external memory: binned pages on disk, not the floats in memory; or the in-memory
+  binned matrix with ``--in-memory-matrix``) for a fixed number of rounds, so that time per row
+  is comparable across sizes.
 
 Prints JSON (``--out FILE`` too) with, per size and stage, rows, seconds, rows per second and
 peak memory, and per stage the growth between the smallest and the largest size: the ratio of
@@ -62,10 +63,11 @@ def stage(name: str, params: list[str]) -> dict:
     if name == "train":
         from toolkit.predict import train_on_parquet
 
-        path, surface, action, rounds = params
+        path, surface, action, rounds, external = params
         started = time.perf_counter()
         trained = train_on_parquet(
-            path, surface=surface, actions=[action], max_rounds=int(rounds), early_stopping_rounds=int(rounds)
+            path, surface=surface, actions=[action], max_rounds=int(rounds), early_stopping_rounds=int(rounds),
+            external_memory=external == "external",
         )
         return {
             "rows": trained.rows["fit"] + trained.rows["valid"],
@@ -84,6 +86,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=100, help="boosting rounds, fixed (no early stopping)")
     parser.add_argument("--chunk-hours", type=float, default=24, help="featurize this many hours of impressions at a time")
     parser.add_argument(
+        "--in-memory-matrix", action="store_true",
+        help="train from XGBoost's in-memory QuantileDMatrix instead of its external memory (as before 2026-12-01)",
+    )  # fmt: skip
+    parser.add_argument(
         "--all-surfaces", action="store_true",
         help="featurize every surface (together, write_training_frames), not only --surface; training still uses --surface",
     )  # fmt: skip
@@ -97,7 +103,7 @@ def main() -> None:
 
     results: dict = {
         "benchmark": "scale", "surface": args.surface, "action": args.action, "rounds": args.rounds,
-        "chunk_hours": args.chunk_hours, "featurized": "all surfaces" if args.all_surfaces else args.surface, "scales": {},
+        "chunk_hours": args.chunk_hours, "matrix": "in memory" if args.in_memory_matrix else "external memory", "featurized": "all surfaces" if args.all_surfaces else args.surface, "scales": {},
     }  # fmt: skip
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for scale in [int(s) for s in args.scales.split(",")]:
@@ -109,7 +115,7 @@ def main() -> None:
             for name, params in (
                 ("synth", [str(5000 * scale), str(db)]),
                 ("features", [str(db), featurized, str(features.with_suffix("") if args.all_surfaces else features), str(args.chunk_hours)]),
-                ("train", [str(trained_on), args.surface, args.action, str(args.rounds)]),
+                ("train", [str(trained_on), args.surface, args.action, str(args.rounds), "in-memory" if args.in_memory_matrix else "external"]),
             ):
                 r = run_stage(__file__, [name, *params])
                 r["rows_per_s"] = round(r["rows"] / r["seconds"]) if r["seconds"] else None

@@ -178,7 +178,8 @@ def _real_data_rows(r: dict) -> list[Row]:
 
 def _scale_rows(r: dict) -> list[Row]:
     rows = [("surface trained, action, fixed rounds", f"{r.get('surface')}, {r.get('action')}, {r.get('rounds')}"),
-            ("featurized, hours per chunk", f"{r.get('featurized', r.get('surface'))}, {_num(r.get('chunk_hours', 24))}")]
+            ("featurized, hours per chunk", f"{r.get('featurized', r.get('surface'))}, {_num(r.get('chunk_hours', 24))}"),
+            ("training matrix", r.get("matrix", "in memory"))]
     for scale, s in (r.get("scales") or {}).items():
         for name in ("synth", "features", "train"):
             st = s.get(name) or {}

@@ -169,12 +169,14 @@ def _same_models(a, b) -> None:
     assert_frame_equal(a.importance, b.importance)
 
 
-@pytest.mark.parametrize("batches", [1, 7])
-def test_training_from_a_parquet_file_batch_by_batch_equals_training_in_memory(tmp_path, frame, trained, batches):
+@pytest.mark.parametrize("batches, external_memory", [(1, False), (7, False), (7, True)])
+def test_training_from_a_parquet_file_batch_by_batch_equals_training_in_memory(tmp_path, frame, trained, batches, external_memory):
     path = tmp_path / "frame.parquet"
     frame.write_parquet(path)
     # the features take nine values, so the quantile cuts cannot depend on how rows are batched
-    again = train_on_parquet(path, surface="feed", actions=["like", "dwell"], batch_rows=-(-frame.height // batches))
+    again = train_on_parquet(
+        path, surface="feed", actions=["like", "dwell"], batch_rows=-(-frame.height // batches), external_memory=external_memory,
+    )
     _same_models(trained, again)
 
 

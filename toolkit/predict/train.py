@@ -195,8 +195,8 @@ def train_surface(
 
     For logs larger than memory pass ``chunk`` (``timedelta(days=1)``, say): the features are
     written a chunk at a time to a Parquet file in ``workdir`` (a temporary folder by default,
-    removed afterwards) and :func:`train_on_parquet` trains from it batch by batch, so memory
-    follows one chunk plus XGBoost's binned matrix.
+    removed afterwards) and :func:`train_on_parquet` trains from it batch by batch with
+    XGBoost's external memory, so memory follows one chunk and one page of the binned matrix.
 
     Example
     -------
@@ -218,7 +218,7 @@ def train_surface(
         with tempfile.TemporaryDirectory(prefix="feedlab-train-", dir=workdir) as tmp:
             path = Path(tmp) / f"{surface}_features.parquet"
             write_training_frame(con, surface, path, chunk=chunk, progress=progress)
-            return train_on_parquet(path, **fit_args)
+            return train_on_parquet(path, external_memory=True, **fit_args)
     frame = training_frame(con, surface, progress=progress)  # refuses an unknown surface
     if frame.height == 0:
         raise FeedlabError(f"the store has no {surface} impressions to train on")
@@ -308,13 +308,17 @@ def _row_batches(path: Path, columns: list[str], lo: int, hi: int, batch_rows: i
         start = end
 
 
-def _feature_batches(path: Path, features: list[str], lo: int, hi: int, batch_rows: int):
-    """An XGBoost DataIter over rows ``lo:hi`` of a training file: the quantile matrix never holds raw floats."""
+def _feature_batches(path: Path, features: list[str], lo: int, hi: int, batch_rows: int, cache_prefix: str | None = None):
+    """An XGBoost DataIter over rows ``lo:hi`` of a training file: the quantile matrix never holds raw floats.
+
+    With ``cache_prefix`` the iterator feeds an external-memory matrix, whose pages XGBoost
+    writes to files starting with that prefix.
+    """
     import xgboost as xgb
 
     class Batches(xgb.DataIter):
         def __init__(self) -> None:
-            super().__init__(release_data=True)
+            super().__init__(cache_prefix=cache_prefix, release_data=True)
             self._it: Iterator[pl.DataFrame] | None = None
 
         def reset(self) -> None:
@@ -354,6 +358,7 @@ def train_on_parquet(
     max_rounds: int = MAX_ROUNDS,
     early_stopping_rounds: int = EARLY_STOPPING_ROUNDS,
     batch_rows: int = BATCH_ROWS,
+    external_memory: bool = False,
     progress: bool = False,
 ) -> TrainedSurface:
     """:func:`train_on_frame` on a training file too large to load: features are read a batch at a time.
@@ -365,6 +370,12 @@ def train_on_parquet(
     value), not the floats, and test rows are predicted batch by batch. Split, actions, early
     stopping, metrics and importances are those of :func:`train_on_frame`; with one batch
     (``batch_rows`` at least the file's rows) the models are identical.
+
+    The binned matrix itself takes about 4 bytes per feature value when features have missing
+    values (12.5 GB peak for 7.2M rows of 100 features). ``external_memory=True`` builds XGBoost's
+    ``ExtMemQuantileDMatrix`` instead: its pages are cached on disk in a temporary folder beside
+    ``path`` and read back page by page while training, with the same quantiles and the same
+    models.
 
     Example
     -------
@@ -394,13 +405,20 @@ def train_on_parquet(
     chosen = select_actions(labels[:n_train], actions=actions, min_positives=min_positives)
 
     booster_params = {**DEFAULT_PARAMS, "seed": seed, "nthread": os.cpu_count() or 1, **(params or {})}
-    dfit = xgb.QuantileDMatrix(_feature_batches(path, features, 0, n_fit, batch_rows), missing=np.nan)
-    dvalid = xgb.QuantileDMatrix(_feature_batches(path, features, n_fit, n_train, batch_rows), missing=np.nan, ref=dfit)
-    boosters, best, seconds = _fit_actions(
-        dfit, dvalid, fit, valid, chosen, surface=surface, valid_start=V, params=booster_params,
-        max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds, progress=progress,
-    )
-    del dfit, dvalid
+    with tempfile.TemporaryDirectory(prefix=".feedlab-xgb-pages-", dir=path.parent) as cache:
+        if external_memory:
+            dfit = xgb.ExtMemQuantileDMatrix(_feature_batches(path, features, 0, n_fit, batch_rows, f"{cache}/fit"), missing=np.nan)
+            dvalid = xgb.ExtMemQuantileDMatrix(
+                _feature_batches(path, features, n_fit, n_train, batch_rows, f"{cache}/valid"), missing=np.nan, ref=dfit
+            )
+        else:
+            dfit = xgb.QuantileDMatrix(_feature_batches(path, features, 0, n_fit, batch_rows), missing=np.nan)
+            dvalid = xgb.QuantileDMatrix(_feature_batches(path, features, n_fit, n_train, batch_rows), missing=np.nan, ref=dfit)
+        boosters, best, seconds = _fit_actions(
+            dfit, dvalid, fit, valid, chosen, surface=surface, valid_start=V, params=booster_params,
+            max_rounds=max_rounds, early_stopping_rounds=early_stopping_rounds, progress=progress,
+        )
+        del dfit, dvalid
     trained = _trained_surface(
         surface, chosen, features, boosters, best, bounds, rows={"fit": fit.height, "valid": valid.height, "test": test.height},
         params={**booster_params, "max_rounds": max_rounds, "early_stopping_rounds": early_stopping_rounds}, seconds=seconds,
