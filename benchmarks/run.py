@@ -188,6 +188,9 @@ def _scale_rows(r: dict) -> list[Row]:
                          f"peak {_num(st.get('peak_rss_mb'))} MB"))
             if st.get("per_surface"):
                 rows.append((f"{scale}: feature rows per surface", ", ".join(f"{k} {_num(v)}" for k, v in st["per_surface"].items())))
+    for name, st in (r.get("also_measured") or {}).items():
+        rows.append((f"also measured: {name.replace('_', ' ')}",
+                     f"{_num(st.get('rows'))} rows, {_num(st.get('seconds'))} s, peak {_num(st.get('peak_rss_mb'))} MB"))
     for name, g in (r.get("growth") or {}).items():
         rows.append((f"growth of {name}, smallest to largest: seconds per row ratio (1 = linear), peak memory ratio",
                      f"{_num(g.get('seconds_per_row_ratio'))}, {_num(g.get('peak_memory_ratio'))} (rows x{_num(g.get('rows_ratio'))})"))

@@ -412,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=_positive(float), metavar="ETA", help="XGBoost's eta (default: the toolkit's, see docs/predictors.md); higher needs fewer rounds")
     p.add_argument("--max-rounds", type=_positive(int), metavar="N", help="most boosting rounds per action; early stopping usually ends sooner (default: the toolkit's)")
     p.add_argument("--chunked", action="store_true", help="for logs larger than memory: featurize a day at a time into a temporary "
-                   "Parquet file and train from it batch by batch (docs/scale.md)")
+                   "Parquet file and train from it batch by batch with XGBoost's external memory (docs/scale.md)")
     p.add_argument(
         "--dask", metavar="ADDRESS|local",
         help="train on a Dask cluster with xgboost.dask: 'local' starts 2 worker processes here, tcp://host:8786 joins a "
