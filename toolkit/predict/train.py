@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 import os
 import tempfile
+from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
@@ -405,7 +406,9 @@ def train_on_parquet(
     chosen = select_actions(labels[:n_train], actions=actions, min_positives=min_positives)
 
     booster_params = {**DEFAULT_PARAMS, "seed": seed, "nthread": os.cpu_count() or 1, **(params or {})}
-    with tempfile.TemporaryDirectory(prefix=".feedlab-xgb-pages-", dir=path.parent) as cache:
+    # the pages go beside the features file: the disk its writer chose for data this size
+    pages = tempfile.TemporaryDirectory(prefix=".feedlab-xgb-pages-", dir=path.parent) if external_memory else nullcontext()
+    with pages as cache:
         if external_memory:
             dfit = xgb.ExtMemQuantileDMatrix(_feature_batches(path, features, 0, n_fit, batch_rows, f"{cache}/fit"), missing=np.nan)
             dvalid = xgb.ExtMemQuantileDMatrix(
