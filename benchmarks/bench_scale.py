@@ -4,8 +4,9 @@ For each size (multiples of the default world's 5,000 accounts; x1 is about 1.1M
 each stage runs in its own child process so that its peak resident memory is its own:
 
 - ``synth``: build the world (``feedlab synth``);
-- ``features``: featurize one surface a day at a time into Parquet (``write_training_frame``:
-  the out-of-core path, memory follows one day);
+- ``features``: featurize ``--surface`` (or, with ``--all-surfaces``, every surface together:
+  ``write_training_frames``) ``--chunk-hours`` at a time into Parquet: the out-of-core path,
+  memory follows one chunk;
 - ``train``: train one action from that file batch by batch (``train_on_parquet`` with
   XGBoost's external memory: binned pages on disk, not the floats in memory; or the in-memory
   binned matrix with ``--in-memory-matrix``) for a fixed number of rounds, so that time per row
@@ -108,13 +109,15 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         for scale in [int(s) for s in args.scales.split(",")]:
             db, features = Path(tmp) / f"world{scale}.duckdb", Path(tmp) / f"features{scale}.parquet"
-            featurized, trained_on = args.surface, features
+            # with --all-surfaces the features stage writes a folder of one file per surface
+            featurized, out, trained_on = args.surface, features, features
             if args.all_surfaces:
-                featurized, trained_on = "all", features.with_suffix("") / f"{args.surface}.parquet"
+                featurized, out = "all", features.with_suffix("")
+                trained_on = out / f"{args.surface}.parquet"
             row = {"users": 5000 * scale}
             for name, params in (
                 ("synth", [str(5000 * scale), str(db)]),
-                ("features", [str(db), featurized, str(features.with_suffix("") if args.all_surfaces else features), str(args.chunk_hours)]),
+                ("features", [str(db), featurized, str(out), str(args.chunk_hours)]),
                 ("train", [str(trained_on), args.surface, args.action, str(args.rounds), "in-memory" if args.in_memory_matrix else "external"]),
             ):
                 r = run_stage(__file__, [name, *params])
@@ -123,8 +126,7 @@ def main() -> None:
             row["db_size_mb"] = round(db.stat().st_size / 2**20, 1)
             results["scales"][f"x{scale}"] = row
             db.unlink()
-            features.unlink(missing_ok=True)
-            shutil.rmtree(features.with_suffix(""), ignore_errors=True)
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
     sizes = list(results["scales"].values())
     if len(sizes) > 1:
         small, large = sizes[0], sizes[-1]
