@@ -64,7 +64,7 @@ from toolkit.signals.features import (
     REQUESTS_VIEW,
     VIEWERS_SQL,
 )
-from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
+from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, FORMATS
 
 _DAY_S = 86_400
 
@@ -233,6 +233,8 @@ def _post_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     df["post_is_reshare"] = df["is_reshare"]
     df["post_topic"] = df["topic"]
     df["post_has_audio"] = df["audio_id"].notna()
+    for flag in CONTENT_FLAGS:
+        df[f"post_flag_{flag}"] = df[flag]
     values = [f"{a}s" for a in POPULARITY_ACTIONS]
     eng = _events(con, "post_engagements", min_ts, max_ts)
     df = _window_counts(df, eng, left_by=["post_id"], right_by=["post_id"], values=values, windows=POPULARITY_WINDOWS, prefix="post_")
@@ -312,7 +314,7 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     df["va_close_friend"] = follows_now & df["close_friend"].eq(True).fillna(False).astype(bool)
     df["va_muted"] = follows_now & df["muted"].eq(True).fillna(False).astype(bool)
     shown = _events(con, "va_impressions", min_ts, max_ts)
-    df = _totals_before(df, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
+    df = _totals_before(df, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps", "interacted"], suffix="_va")
     engaged = _events(con, "va_engagements", min_ts, max_ts)
     df = _totals_before(
         df, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
@@ -320,6 +322,11 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     df = _totals_before(df, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
+    mutual = _events(con, "va_mutual_interactions", min_ts, max_ts)
+    df = _totals_before(
+        df, mutual, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
+        values=["mutual_interactions"], suffix="_va",
+    )  # fmt: skip
     query = EVENT_QUERIES["viewer_topics"]
     sql, params = query.fetch(min_ts, max_ts)
     topic_events = con.sql(sql, params=params).df()
@@ -332,6 +339,8 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     df["va_comments"] = df["comments_va"].astype("float64")
     df["va_profile_taps"] = df["taps_va"].astype("float64")
     df["va_mutual_comments"] = df["mutual_va"].astype("float64")
+    df["va_interactions"] = df["interacted_va"].astype("float64")
+    df["va_mutual_interactions"] = df["mutual_interactions_va"].astype("float64")
     df["va_days_since_interaction"] = _hours(df, "ts", "_event_ts") / 24
     df["va_topic_like_rate"] = _rate(df, "topic_likes_t", "topic_like_obs_t")
     df["va_topic_dwell_rate"] = _rate(df, "topic_dwells_t", "topic_dwell_obs_t")

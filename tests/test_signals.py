@@ -48,7 +48,7 @@ def _store() -> duckdb.DuckDBPyConnection:
         dict(post_id=12, author_id=1, created_at=h(0), format="photo", duration_s=None, topic=3, audio_id=None),
     ]
     for p in posts:
-        row = {**p, "has_location": p["post_id"] == 10, "is_reshare": False, **flags, "misinformation": p["post_id"] == 11}
+        row = {**p, "has_location": p["post_id"] == 10, "is_reshare": False, **flags, "misinformation": p["post_id"] == 11, "low_resolution": p["post_id"] == 10}
         cols = ", ".join(f'"{k}"' for k in row)
         con.execute(f"insert into posts ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
     impressions = [
@@ -56,6 +56,7 @@ def _store() -> duckdb.DuckDBPyConnection:
         (1, 1, 10, "explore", h(10 / 60), dict(dwell=True, like=False)),
         (2, 3, 10, "feed", h(20 / 60), dict(like=True)),
         (3, 1, 11, "reels", h(2), dict(like=True, profile_tap=True)),
+        (4, 2, 12, "feed", h(1), dict(comment=True)),  # the author comments on the viewer's post
     ]
     for iid, user, post, surface, ts, labels in impressions:
         row = {"impression_id": iid, "user_id": user, "post_id": post, "surface": surface, "ts": ts, "position": 0, "device": "ios"}
@@ -92,6 +93,8 @@ EXPECTED = {
     "post_has_location": True,
     "post_topic": 3.0,
     "post_has_audio": False,
+    "post_flag_low_resolution": True,
+    "post_flag_misinformation": False,  # post 11 is
     "post_likes_1h": 1.0,  # the like at 02:30; the one at 03:00 is not before t
     "post_likes_24h": 2.0,  # 00:30 and 02:30
     "post_likes_total": 2.0,
@@ -127,6 +130,8 @@ EXPECTED = {
     "va_comments": 0.0,
     "va_profile_taps": 1.0,
     "va_mutual_comments": 1.0,
+    "va_interactions": 1.0,  # the Reels impression at 02:00 (like, tap); the Explore one only dwelled
+    "va_mutual_interactions": 1.0,  # the author's Feed impression of the viewer's post (comment)
     "va_days_since_interaction": 1 / 24,  # the like at 02:00
     "va_topic_like_rate": 0.0,  # one earlier impression of topic 3, not liked
     "va_topic_share": 1 / 3,  # 1 of 2 earlier impressions, +1 smoothing
@@ -157,6 +162,24 @@ def test_every_family_matches_hand_computed_values():
             assert row[name] is None, name
         else:
             assert row[name] == pytest.approx(expected), (name, row[name], expected)
+
+
+def test_interactions_count_impressions_with_a_like_comment_share_or_tap_once():
+    con = _store()
+    more = [
+        (5, 1, 10, "feed", h(2.2), dict(share=True)),  # the viewer shares the author's post: counts
+        (6, 1, 10, "feed", h(2.3), dict(save=True, dwell=True)),  # a save or a dwell is not an interaction
+        (7, 2, 12, "feed", h(1.5), dict(like=True, comment=True)),  # the author likes and comments: counts once
+        (8, 2, 12, "feed", h(1.6), dict(save=True)),
+        (9, 1, 10, "feed", h(3), dict(like=True)),  # at t: not yet known
+    ]
+    for iid, user, post, surface, ts, labels in more:
+        row = {"impression_id": iid, "user_id": user, "post_id": post, "surface": surface, "ts": ts, "position": 0}
+        row.update({a: labels.get(a, False) for a in ACTIONS})
+        cols = ", ".join(f'"{k}"' for k in row)
+        con.execute(f"insert into impressions ({cols}) values ({', '.join('?' * len(row))})", list(row.values()))
+    row = compute_features(con, _request()).row(0, named=True)
+    assert (row["va_interactions"], row["va_mutual_interactions"], row["va_profile_taps"]) == (2.0, 2.0, 1.0)
 
 
 def test_unobservable_labels_do_not_reset_rates():

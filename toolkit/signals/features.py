@@ -49,7 +49,7 @@ from toolkit.signals.registry import (
     TOPIC_LIFT_PSEUDOCOUNT,
     feature_names,
 )
-from toolkit.store.schema import ACTIONS, DEVICES, FORMATS, RECOMMENDATION_SURFACES, SURFACES
+from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, FORMATS, RECOMMENDATION_SURFACES, SURFACES
 
 #: Features computed after the branches, from columns of two of them.
 CROSS_BRANCH = ("va_topic_share", "va_topic_like_lift")
@@ -139,6 +139,8 @@ _RATE_VALUES = ("shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in A
 _TOPIC_VALUES = (
     "topic_shown", "topic_likes", "topic_like_obs", "topic_dwells", "topic_dwell_obs", "topic_engaged", "topic_recommended",
 )  # fmt: skip
+#: An impression the viewer interacted with: liked, commented, shared or tapped through to the profile.
+_INTERACTED = 'i."like" is true or i.comment is true or i.share is true or i.profile_tap is true'
 _RECOMMENDED_SQL = ", ".join(f"'{s}'" for s in RECOMMENDATION_SURFACES)
 _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
 
@@ -199,10 +201,11 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         windows_s=(_DAY_S, 7 * _DAY_S),
     ),
     "va_impressions": EventQuery(
-        f"select i.user_id, p.author_id, i.ts, 1 as shown, (i.profile_tap is true)::int as taps "
+        f"select i.user_id, p.author_id, i.ts, 1 as shown, (i.profile_tap is true)::int as taps, "
+        f"({_INTERACTED})::int as interacted "
         f"from impressions i join posts p using (post_id) where (i.user_id, p.author_id) in {_PAIRS} and i.ts < ?",
         ("user_id", "author_id"),
-        ("shown", "taps"),
+        ("shown", "taps", "interacted"),
     ),
     "va_engagements": EventQuery(
         f"select e.user_id, p.author_id, e.ts, (e.action = 'like')::int as likes, "
@@ -221,6 +224,14 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         ("commenter", "post_author"),
         ("mutual",),
     ),
+    # the author's impressions of the viewer's posts that the author interacted with
+    "va_mutual_interactions": EventQuery(
+        f"select i.user_id as interactor, p.author_id as post_author, i.ts, 1 as mutual_interactions "
+        f"from impressions i join posts p using (post_id) "
+        f"where ({_INTERACTED}) and (p.author_id, i.user_id) in {_PAIRS} and i.ts < ?",
+        ("interactor", "post_author"),
+        ("mutual_interactions",),
+    ),
     "viewer_topics": EventQuery(
         f'select i.user_id, p.topic, i.ts, 1 as topic_shown, (i."like" is true)::int as topic_likes, '
         f'(i."like" is not null)::int as topic_like_obs, (i.dwell is true)::int as topic_dwells, (i.dwell is not null)::int as topic_dwell_obs, '
@@ -233,10 +244,12 @@ EVENT_QUERIES: dict[str, EventQuery] = {
     ),
 }
 
+_FLAG_COLUMNS = ", ".join(f"p.{flag}" for flag in CONTENT_FLAGS)
 #: Entity lookups (no time dimension): the requested posts, the viewers, the follow pairs.
 POSTS_SQL = f"""
     select p.post_id, p.author_id, p.created_at as post_created_at, p.format, p.duration_s,
-           p.topic, p.audio_id, p.has_location, p.is_reshare, a.created_at as author_created_at
+           p.topic, p.audio_id, p.has_location, p.is_reshare, {_FLAG_COLUMNS},
+           a.created_at as author_created_at
     from posts p left join users a on a.user_id = p.author_id
     where p.post_id in (select post_id from {REQUESTS_VIEW})
 """
@@ -656,6 +669,7 @@ def _post_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
         pl.col("is_reshare").alias("post_is_reshare"),
         pl.col("topic").alias("post_topic"),
         pl.col("audio_id").is_not_null().alias("post_has_audio"),
+        *(pl.col(flag).alias(f"post_flag_{flag}") for flag in CONTENT_FLAGS),
     )
     eng = _events(con, "post_engagements", min_ts, max_ts)
     values = _POPULARITY_VALUES
@@ -736,7 +750,7 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
         (follows_now & pl.col("muted")).fill_null(False).alias("va_muted"),
     )
     shown = _events(con, "va_impressions", min_ts, max_ts)
-    lf = _totals_before(lf, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps"], suffix="_va")
+    lf = _totals_before(lf, shown, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"], values=["shown", "taps", "interacted"], suffix="_va")
     engaged = _events(con, "va_engagements", min_ts, max_ts)
     lf = _totals_before(
         lf, engaged, left_by=["user_id", "author_id"], right_by=["user_id", "author_id"],
@@ -744,6 +758,11 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
+    mutual = _events(con, "va_mutual_interactions", min_ts, max_ts)
+    lf = _totals_before(
+        lf, mutual, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
+        values=["mutual_interactions"], suffix="_va",
+    )  # fmt: skip
     sql, params = EVENT_QUERIES["viewer_topics"].fetch(min_ts, max_ts)
     topic_events = con.sql(sql, params=params).pl()
     for by, suffix in ((["user_id", "topic"], "_t"), (["user_id"], "_u")):  # per topic, and over all topics
@@ -755,6 +774,8 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
         pl.col("comments_va").cast(pl.Float64).alias("va_comments"),
         pl.col("taps_va").cast(pl.Float64).alias("va_profile_taps"),
         pl.col("mutual_va").cast(pl.Float64).alias("va_mutual_comments"),
+        pl.col("interacted_va").cast(pl.Float64).alias("va_interactions"),
+        pl.col("mutual_interactions_va").cast(pl.Float64).alias("va_mutual_interactions"),
         (_hours("ts", "_event_ts") / 24).alias("va_days_since_interaction"),
         _rate("topic_likes_t", "topic_like_obs_t").alias("va_topic_like_rate"),
         _rate("topic_dwells_t", "topic_dwell_obs_t").alias("va_topic_dwell_rate"),

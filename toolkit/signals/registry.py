@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from toolkit.store.schema import ACTIONS, DEVICES, FORMATS
+from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, FORMATS
 
 FAMILIES: tuple[str, ...] = ("post", "author", "viewer", "viewer_author", "context")
 #: Windows of popularity counts (name, seconds).
@@ -57,6 +57,8 @@ def _features() -> dict[str, Feature]:
     add("post_is_reshare", "post", "a story resharing a feed post")
     add("post_topic", "post", "topic id of the post")
     add("post_has_audio", "post", "the post carries an audio track")
+    for flag in CONTENT_FLAGS:
+        add(f"post_flag_{flag}", "post", f"the post is labelled {flag.replace('_', ' ')} (a content classifier or fact-check)")
     for action in POPULARITY_ACTIONS:
         for window, _ in POPULARITY_WINDOWS:
             add(f"post_{action}s_{window}", "post", f"{action}s in engagements over the last {window}")
@@ -97,6 +99,8 @@ def _features() -> dict[str, Feature]:
     add("va_comments", "viewer_author", "the viewer's comments on the author's posts")
     add("va_profile_taps", "viewer_author", "the viewer's taps on the author's profile")
     add("va_mutual_comments", "viewer_author", "the author's comments on the viewer's posts")
+    add("va_interactions", "viewer_author", "the viewer's earlier impressions of the author's posts with a like, comment, share or profile tap")
+    add("va_mutual_interactions", "viewer_author", "the author's earlier impressions of the viewer's posts with a like, comment, share or profile tap")
     add("va_days_since_interaction", "viewer_author", "days since the viewer last liked, commented, shared or saved the author's posts (null: never)")
     add("va_topic_like_rate", "viewer_author", "the viewer's like rate on earlier impressions of the post's topic (smoothed)")
     add("va_topic_dwell_rate", "viewer_author", "the viewer's dwell rate on earlier impressions of the post's topic (smoothed)")
