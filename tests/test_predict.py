@@ -17,6 +17,7 @@ from toolkit.cli import main
 from toolkit.errors import FeedlabError
 from toolkit.predict import (
     action_metrics,
+    calibrate_intercept,
     check_features,
     evaluate_actions,
     expected_calibration_error,
@@ -270,6 +271,41 @@ def test_time_split_of_training(frame, trained):
     assert w["train_start"] == ts.min() and w["test_end"] == ts.max()
     # the test metrics count exactly the rows at or after T
     assert trained.metrics["like"]["n"] == (ts >= T).sum()
+
+
+def test_calibrate_intercept_matches_the_held_out_rate_and_keeps_the_ranking(tmp_path):
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(4000, 2))
+    margin = 1.5 * X[:, 0]
+    y_old = rng.random(4000) < 1 / (1 + np.exp(-margin))  # base rate about 0.5
+    y_new = rng.random(4000) < 1 / (1 + np.exp(-(margin - 1.0)))  # the world has drifted down
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 2}, xgb.DMatrix(X, y_old), 20)
+    before = booster.inplace_predict(X)
+    shift = calibrate_intercept(booster, booster.predict(xgb.DMatrix(X), output_margin=True), y_new)
+    after = booster.inplace_predict(X)
+    assert -1.3 < shift < -0.7
+    # the likelihood's optimum: mean prediction equals the held-out rate
+    assert after.mean() == pytest.approx(y_new.mean(), abs=1e-5)
+    assert roc_auc(y_new, after) == roc_auc(y_new, before)
+    # a saved booster keeps it, and so do SHAP values (they sum to the margin)
+    booster.save_model(tmp_path / "m.ubj")
+    loaded = xgb.Booster(model_file=tmp_path / "m.ubj")
+    assert np.array_equal(loaded.inplace_predict(X), after)
+    contribs = loaded.predict(xgb.DMatrix(X), pred_contribs=True).sum(axis=1)
+    assert np.allclose(contribs, np.log(after / (1 - after)), atol=1e-4)
+    # one class only: nothing to fit, the booster is left as it is
+    assert calibrate_intercept(loaded, np.zeros(3), np.ones(3)) == 0.0
+    assert np.array_equal(loaded.inplace_predict(X), after)
+
+
+def test_trained_models_match_the_rate_of_the_held_out_day(frame, trained):
+    V, T = trained.window["valid_start"], trained.window["train_until"]
+    valid = frame.filter((pl.col("ts") >= V) & (pl.col("ts") < T))
+    predicted = predict_actions(trained, valid)
+    for action in trained.actions:
+        assert predicted[f"p_{action}"].mean() == pytest.approx(valid[action].cast(pl.Float64).mean(), abs=1e-4)
 
 
 def test_null_labels_carry_no_weight(frame, trained):

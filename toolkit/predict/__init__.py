@@ -39,6 +39,7 @@ from toolkit.predict.persist import check_features, load_models, models_dir, sav
 from toolkit.predict.predict import evaluate_actions, feature_matrix, predict_actions
 from toolkit.predict.train import (
     DEFAULT_PARAMS,
+    calibrate_intercept,
     parse_time,
     select_actions,
     split_times,
@@ -55,6 +56,7 @@ __all__ = [
     "TrainedSurface",
     "action_metrics",
     "build_feature_partitions",
+    "calibrate_intercept",
     "check_features",
     "compare_with_baselines",
     "dask_client",

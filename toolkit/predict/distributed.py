@@ -59,6 +59,7 @@ from toolkit.predict.train import (
     EARLY_STOPPING_ROUNDS,
     MAX_ROUNDS,
     _importance,
+    calibrate_intercept,
     select_actions,
     split_times,
 )
@@ -460,6 +461,12 @@ def _train_from_partitions(
             best[action] = int(out["booster"].best_iteration)
             # keep only the trees used, as the local path does
             booster = out["booster"][: best[action] + 1]
+            # the intercept set on the held-out day, as the local path does (valid is one day: small)
+            margin, y_valid = dask.compute(
+                xgb.dask.inplace_predict(client, booster, valid[features], predict_type="margin"), valid[action]
+            )
+            observed = ~np.isnan(np.asarray(y_valid, dtype=np.float64))
+            calibrate_intercept(booster, np.asarray(margin)[observed], np.asarray(y_valid, dtype=np.float64)[observed])
         boosters[action] = booster
         seconds[action] = perf_counter() - started
     del fit, valid, dfit, dvalid  # the workers may drop the training rows now

@@ -39,6 +39,7 @@ from toolkit.store.schema import ACTIONS, SURFACES
 __all__ = [
     "DEFAULT_PARAMS",
     "TrainedSurface",
+    "calibrate_intercept",
     "parse_time",
     "select_actions",
     "split_times",
@@ -513,7 +514,52 @@ def _fit_action(dfit, dvalid, y_fit, y_valid, *, params, max_rounds, early_stopp
     )
     best = int(booster.best_iteration)
     # keep only the trees used: saved files shrink and total_gain counts what predicts
-    return booster[: best + 1], best
+    booster = booster[: best + 1]
+    observed = ~np.isnan(y_valid)
+    calibrate_intercept(booster, booster.predict(dvalid, output_margin=True)[observed], y_valid[observed])
+    return booster, best
+
+
+def calibrate_intercept(booster, margin: np.ndarray, y: np.ndarray, *, max_steps: int = 50) -> float:
+    """Shift a binary booster's intercept so that its mean prediction on held-out rows equals their rate.
+
+    ``margin`` is the booster's raw score (``output_margin=True``) on the rows, ``y`` their 0/1
+    labels. The shift ``c`` maximises the likelihood of ``sigmoid(margin + c)``, and the
+    booster's ``base_score`` moves by ``c`` on the logit scale, so every later prediction, saved
+    file and SHAP value carries it. Returns ``c``; 0 (booster unchanged) when there are no rows,
+    one class only, or the objective is not ``binary:logistic``.
+
+    Why: the training rows come before the held-out day, the test rows after it. When the
+    world drifts (here topic match and post quality fall as the content pool ages), trees fit
+    on older rows keep the older base rate; the held-out day, closest to what comes next, resets
+    it with one parameter and leaves the ranking (AUC) unchanged.
+
+    Example
+    -------
+    >>> import numpy as np, xgboost as xgb
+    >>> X = np.arange(200, dtype=float).reshape(-1, 1); y = (np.arange(200) % 4 == 0).astype(float)
+    >>> b = xgb.train({"objective": "binary:logistic", "base_score": 0.5}, xgb.DMatrix(X, y), 1)
+    >>> shift = calibrate_intercept(b, b.predict(xgb.DMatrix(X), output_margin=True), y)
+    >>> round(float(b.predict(xgb.DMatrix(X)).mean()), 3)
+    0.25
+    """
+    import json
+
+    y = np.asarray(y, dtype=np.float64)
+    margin = np.asarray(margin, dtype=np.float64)
+    config = json.loads(booster.save_config())
+    if config["learner"]["objective"]["name"] != "binary:logistic" or y.size == 0 or y.min() == y.max():
+        return 0.0
+    c = 0.0
+    for _ in range(max_steps):  # Newton's method on a concave one-parameter likelihood
+        p = 1.0 / (1.0 + np.exp(-(margin + c)))
+        step = (y.sum() - p.sum()) / max(float((p * (1.0 - p)).sum()), 1e-12)
+        c += step
+        if abs(step) < 1e-9:
+            break
+    base = float(np.atleast_1d(json.loads(config["learner"]["learner_model_param"]["base_score"]))[0])
+    booster.set_param({"base_score": 1.0 / (1.0 + math.exp(-(math.log(base / (1.0 - base)) + c)))})
+    return c
 
 
 def _importance(trained: TrainedSurface, test: pl.DataFrame, *, seed: int) -> tuple[pl.DataFrame, pl.DataFrame]:
