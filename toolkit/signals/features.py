@@ -389,8 +389,15 @@ def iter_training_frames(
     >>> sum(f.height for f in iter_training_frames(con, "feed", chunk=timedelta(hours=12)))  # doctest: +SKIP
     513043
     """
-    for a, b in tqdm(chunk_edges(con, surface, chunk=chunk, start=start, end=end), desc=f"features {surface}", unit="chunk", disable=not progress):
-        yield training_frame(con, surface, start=a, end=b)
+    for frames in _chunked_frames(con, [surface], chunk=chunk, start=start, end=end, progress=progress):
+        yield frames[surface]
+
+
+def _chunked_frames(con, surfaces: list[str], *, chunk: timedelta, start=None, end=None, progress: bool) -> Iterator[dict[str, pl.DataFrame]]:
+    """:func:`training_frames` of ``surfaces`` one time chunk at a time, with a progress bar over the chunks."""
+    edges = chunk_edges(con, surfaces, chunk=chunk, start=start, end=end)
+    for a, b in tqdm(edges, desc=f"features {', '.join(surfaces)}", unit="chunk", disable=not progress):
+        yield training_frames(con, surfaces, start=a, end=b)
 
 
 def write_training_frame(
@@ -450,9 +457,8 @@ def _write_frames(con, paths: dict[str, Path], *, chunk: timedelta, progress: bo
     rows = dict.fromkeys(paths, 0)
     surfaces = list(paths)
     try:
-        edges = chunk_edges(con, surfaces, chunk=chunk)
-        for a, b in tqdm(edges, desc=f"features {', '.join(surfaces)}", unit="chunk", disable=not progress):
-            for surface, frame in training_frames(con, surfaces, start=a, end=b).items():
+        for frames in _chunked_frames(con, surfaces, chunk=chunk, progress=progress):
+            for surface, frame in frames.items():
                 if frame.height == 0:
                     continue
                 table = frame.to_arrow()
