@@ -322,9 +322,9 @@ def _viewer_author_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     df = _totals_before(df, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    mutual = _events(con, "va_mutual_interactions", min_ts, max_ts)
+    interacted_back = _events(con, "va_mutual_interactions", min_ts, max_ts)
     df = _totals_before(
-        df, mutual, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
+        df, interacted_back, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
         values=["mutual_interactions"], suffix="_va",
     )  # fmt: skip
     query = EVENT_QUERIES["viewer_topics"]

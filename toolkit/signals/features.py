@@ -764,9 +764,9 @@ def _viewer_author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFra
     )  # fmt: skip
     mutual = _events(con, "va_mutual_comments", min_ts, max_ts)
     lf = _totals_before(lf, mutual, left_by=["author_id", "user_id"], right_by=["commenter", "post_author"], values=["mutual"], suffix="_va")
-    mutual = _events(con, "va_mutual_interactions", min_ts, max_ts)
+    interacted_back = _events(con, "va_mutual_interactions", min_ts, max_ts)
     lf = _totals_before(
-        lf, mutual, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
+        lf, interacted_back, left_by=["author_id", "user_id"], right_by=["interactor", "post_author"],
         values=["mutual_interactions"], suffix="_va",
     )  # fmt: skip
     sql, params = EVENT_QUERIES["viewer_topics"].fetch(min_ts, max_ts)
