@@ -7,6 +7,14 @@ split as ``train_on_frame``. The drop in the mean AUC gap is what the signals lo
 Prints JSON.
 
     python benchmarks/ablate_signals.py --db data/feedlab.duckdb --surfaces stories,explore
+
+``--start DATE`` trains and tests only on impressions from DATE on, their features still reading
+all history before them; ``--latents none`` runs the plain signals alone. Together they measure
+what more history is worth (docs/predictors.md):
+
+    feedlab synth --db /tmp/w28.duckdb --days 28
+    python benchmarks/ablate_signals.py --db /tmp/w28.duckdb --surfaces feed,stories,explore,reels \
+        --start 2026-01-19 --latents none
 """
 
 from __future__ import annotations
@@ -85,18 +93,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True, help="a simulated store (feedlab synth)")
     parser.add_argument("--surfaces", default="stories,explore")
+    parser.add_argument("--start", help="train and test on impressions from this date on (features read all history)")
+    parser.add_argument("--latents", default=",".join(LATENTS), help=f"true inputs to add one at a time, or none (default {','.join(LATENTS)})")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
+    from toolkit.predict import parse_time
     from toolkit.signals import training_frame
     from toolkit.store import connect
 
+    latents = [] if args.latents == "none" else args.latents.split(",")
+    unknown = sorted(set(latents) - set(LATENTS))
+    if unknown:
+        parser.error(f"unknown latents {unknown}; choose from {', '.join(LATENTS)} or none")
+    start = parse_time(args.start) if args.start else None
     con = connect(args.db, read_only=True)
-    results: dict = {"benchmark": "ablate_signals", "machine": machine(), "surfaces": {}}
+    results: dict = {"benchmark": "ablate_signals", "machine": machine(), "db": str(args.db), "start": args.start, "surfaces": {}}
     for surface in args.surfaces.split(","):
-        frame = with_latents(con, training_frame(con, surface))
+        frame = with_latents(con, training_frame(con, surface, start=start))
         runs = {"signals": gaps(frame, surface, None)}
-        for latent in LATENTS:
+        for latent in latents:
             runs[f"signals+true_{latent}"] = gaps(frame, surface, [latent])
         results["surfaces"][surface] = {
             name: {"mean_auc_gap": round(sum(g.values()) / len(g), 4) if g else None, "auc_gap": g} for name, g in runs.items()
