@@ -295,6 +295,13 @@ def test_calibrate_intercept_matches_the_held_out_rate_and_keeps_the_ranking(tmp
     assert np.array_equal(loaded.inplace_predict(X), after)
     contribs = loaded.predict(xgb.DMatrix(X), pred_contribs=True).sum(axis=1)
     assert np.allclose(contribs, np.log(after / (1 - after)), atol=1e-4)
+    # unobservable (NaN) labels are left out: the same shift as without those rows
+    nan_rows = np.where(np.arange(4000) % 3 == 0, np.nan, y_new)
+    refit = xgb.Booster(model_file=tmp_path / "m.ubj")
+    kept = ~np.isnan(nan_rows)
+    again = xgb.Booster(model_file=tmp_path / "m.ubj")
+    m = refit.predict(xgb.DMatrix(X), output_margin=True)
+    assert calibrate_intercept(refit, m, nan_rows) == pytest.approx(calibrate_intercept(again, m[kept], nan_rows[kept]))
     # one class only: nothing to fit, the booster is left as it is
     assert calibrate_intercept(loaded, np.zeros(3), np.ones(3)) == 0.0
     assert np.array_equal(loaded.inplace_predict(X), after)

@@ -465,8 +465,7 @@ def _train_from_partitions(
             margin, y_valid = dask.compute(
                 xgb.dask.inplace_predict(client, booster, valid[features], predict_type="margin"), valid[action]
             )
-            observed = ~np.isnan(np.asarray(y_valid, dtype=np.float64))
-            calibrate_intercept(booster, np.asarray(margin)[observed], np.asarray(y_valid, dtype=np.float64)[observed])
+            calibrate_intercept(booster, margin, y_valid)
         boosters[action] = booster
         seconds[action] = perf_counter() - started
     del fit, valid, dfit, dvalid  # the workers may drop the training rows now

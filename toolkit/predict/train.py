@@ -19,8 +19,8 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from contextlib import nullcontext
 from collections.abc import Iterator, Sequence
+from contextlib import nullcontext
 from datetime import date, datetime, time, timedelta, timezone
 from pathlib import Path
 from time import perf_counter
@@ -248,7 +248,8 @@ def train_on_frame(
     model minimises log loss over the rows whose label is observed: a null label gets weight 0,
     so it adds nothing to the loss, the early-stopping score, or the base rate. Parameters are
     :data:`DEFAULT_PARAMS` updated with ``params``, up to ``max_rounds`` rounds with early
-    stopping after ``early_stopping_rounds`` rounds without improvement on the validation rows.
+    stopping after ``early_stopping_rounds`` rounds without improvement on the validation rows;
+    each booster's intercept is then set on those rows (:func:`calibrate_intercept`).
 
     Example
     -------
@@ -515,8 +516,7 @@ def _fit_action(dfit, dvalid, y_fit, y_valid, *, params, max_rounds, early_stopp
     best = int(booster.best_iteration)
     # keep only the trees used: saved files shrink and total_gain counts what predicts
     booster = booster[: best + 1]
-    observed = ~np.isnan(y_valid)
-    calibrate_intercept(booster, booster.predict(dvalid, output_margin=True)[observed], y_valid[observed])
+    calibrate_intercept(booster, booster.predict(dvalid, output_margin=True), y_valid)
     return booster, best
 
 
@@ -524,7 +524,7 @@ def calibrate_intercept(booster, margin: np.ndarray, y: np.ndarray, *, max_steps
     """Shift a binary booster's intercept so that its mean prediction on held-out rows equals their rate.
 
     ``margin`` is the booster's raw score (``output_margin=True``) on the rows, ``y`` their 0/1
-    labels. The shift ``c`` maximises the likelihood of ``sigmoid(margin + c)``, and the
+    labels; rows whose label is NaN (not observable) are left out, as in training. The shift ``c`` maximises the likelihood of ``sigmoid(margin + c)``, and the
     booster's ``base_score`` moves by ``c`` on the logit scale, so every later prediction, saved
     file and SHAP value carries it. Returns ``c``; 0 (booster unchanged) when there are no rows,
     one class only, or the objective is not ``binary:logistic``.
@@ -546,7 +546,8 @@ def calibrate_intercept(booster, margin: np.ndarray, y: np.ndarray, *, max_steps
     import json
 
     y = np.asarray(y, dtype=np.float64)
-    margin = np.asarray(margin, dtype=np.float64)
+    observed = ~np.isnan(y)
+    y, margin = y[observed], np.asarray(margin, dtype=np.float64)[observed]
     config = json.loads(booster.save_config())
     if config["learner"]["objective"]["name"] != "binary:logistic" or y.size == 0 or y.min() == y.max():
         return 0.0
