@@ -21,7 +21,7 @@ from toolkit.errors import FeedlabError
 def _cmd_synth(args: argparse.Namespace) -> int:
     from toolkit.synth import SynthConfig, build_world
 
-    config = SynthConfig(n_users=args.users, days=args.days, seed=args.seed)
+    config = SynthConfig(n_users=args.users, days=args.days, history_days=args.history_days, seed=args.seed)
     summary = build_world(
         args.db, config, overwrite=args.overwrite, chunk_days=args.chunk_days, progress=not args.quiet
     )
@@ -380,8 +380,12 @@ def build_parser() -> argparse.ArgumentParser:
         return p
 
     p = add("synth", "Build a simulated world with ground truth into a new store.", _cmd_synth)
-    p.add_argument("--users", type=int, default=5000, help="genuine users (default 5000)")
+    p.add_argument("--users", type=int, default=5000, help="accounts, genuine or not (default 5000)")
     p.add_argument("--days", type=int, default=14, help="simulated days (default 14)")
+    p.add_argument(
+        "--history-days", type=int, default=0,
+        help="of the days, how many come first as history only: features read them, models never train or test on them (default 0)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--chunk-days", type=int, default=1, help="days generated per write (default 1)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing file")

@@ -49,6 +49,7 @@ from toolkit.signals.registry import (
     TOPIC_LIFT_PSEUDOCOUNT,
     feature_names,
 )
+from toolkit.store.history import history_until
 from toolkit.store.schema import ACTIONS, CONTENT_FLAGS, DEVICES, FORMATS, RECOMMENDATION_SURFACES, SURFACES
 
 #: Features computed after the branches, from columns of two of them.
@@ -274,6 +275,11 @@ def _impressions_where(surfaces: Sequence[str], start: datetime | None, end: dat
     return where, params
 
 
+def _studied_from(con: duckdb.DuckDBPyConnection, start: datetime | None) -> datetime | None:
+    """``start``, or by default the end of the store's history-only days (None when it has none)."""
+    return history_until(con) if start is None else start
+
+
 def _surfaces(surface: str | Sequence[str]) -> list[str]:
     surfaces = [surface] if isinstance(surface, str) else list(surface)
     unknown = [s for s in surfaces if s not in SURFACES]
@@ -291,6 +297,10 @@ def training_frame(
     progress: bool = False,
 ) -> pl.DataFrame:
     """Features and labels of every impression of a surface (with ``start <= ts < end``).
+
+    ``start`` defaults to the store's :func:`~toolkit.store.history_until` (None: the first
+    impression): impressions of a world's history-only days are not rows, though every feature
+    still reads them. Pass an earlier ``start`` to include them.
 
     Columns: impression_id, user_id, post_id, ts, every feature of
     :func:`~toolkit.signals.registry.feature_names`, the twelve labels (null where not
@@ -325,7 +335,7 @@ def training_frames(
     218173
     """
     surfaces = _surfaces(surfaces)
-    where, params = _impressions_where(surfaces, start, end)
+    where, params = _impressions_where(surfaces, _studied_from(con, start), end)
     labels = ", ".join(f'"{a}"' for a in ACTIONS) + ", " + ", ".join(f"p_{a}" for a in ACTIONS)
     impressions = con.sql(
         f"select surface, impression_id, user_id, post_id, ts, device, position, {labels} from impressions "
@@ -350,6 +360,8 @@ def chunk_edges(
 ) -> list[tuple[datetime, datetime]]:
     """The ``[a, b)`` time chunks that cover a surface's (or several surfaces') impressions, ``chunk`` long from the first one.
 
+    Like :func:`training_frame`, ``start`` defaults to the end of the store's history-only days.
+
     Example
     -------
     >>> chunk_edges(con, "feed", chunk=timedelta(days=7))  # doctest: +SKIP
@@ -357,7 +369,7 @@ def chunk_edges(
     """
     if chunk <= timedelta(0):
         raise FeedlabError("chunk must be a positive duration")
-    where, params = _impressions_where(_surfaces(surface), start, end)
+    where, params = _impressions_where(_surfaces(surface), _studied_from(con, start), end)
     [(lo, hi)] = con.execute(f"select min(ts), max(ts) from impressions where {' and '.join(where)}", params).fetchall()
     if lo is None:
         return []

@@ -112,6 +112,7 @@ def _write(db, config: SynthConfig, chunks: Iterable[Chunk], *, overwrite: bool)
         "seed": config.seed,
         "users": config.n_users,
         "days": config.days,
+        "history_days": config.history_days,
         "rows": {name: rows.get(name, 0) for name in [*TABLES, *sorted(set(rows) - set(TABLES))]},
         "seconds": round(seconds, 2),
         "impressions_per_second": round(rows.get("impressions", 0) / max(seconds, 1e-9)),

@@ -110,6 +110,10 @@ class SynthConfig:
 
     n_users: int = 5000
     days: int = 14
+    # The first history_days of the days are history only: features read them, but models never
+    # train or test on their impressions (toolkit.store.history_until), as in a real log where
+    # every viewer has a past before the period studied.
+    history_days: int = 0
     seed: int = 0
     start: datetime = datetime(2026, 1, 5)
     prehistory_days: int = 3  # posts exist this long before the first impression
@@ -199,6 +203,11 @@ class SynthConfig:
             problems.append(f"n_users must be at least 100 (got {self.n_users})")
         if self.days < 1:
             problems.append(f"days must be at least 1 (got {self.days})")
+        if not 0 <= self.history_days < self.days:
+            problems.append(
+                f"history_days must be at least 0 and fewer than days ({self.days}), so that some days are studied "
+                f"(got {self.history_days})"
+            )
         if not 0 <= self.seed < 2**63:
             problems.append(f"seed must be a non-negative integer (got {self.seed})")
         if set(self.sessions_per_day) != set(SURFACES) or set(self.session_depth) != set(SURFACES):
