@@ -1,20 +1,26 @@
 """Where the predictors' AUC gap to the oracle goes: retrain with one true latent input added.
 
 On a simulated store, each run trains a surface's models on the registered signals plus one of
-the simulator's own inputs (the viewer's true topic interest, the post's true quality, the
-follow's true closeness, the viewer's true taste for the action), with the same booster and
-split as ``train_on_frame``. The drop in the mean AUC gap is what the signals lose on that latent.
-Prints JSON.
+the simulator's own inputs, with the same booster and split as ``train_on_frame``. The drop in
+the mean AUC gap is what the signals lose on that latent. Prints JSON. The inputs (``--latents``):
+
+- ``topic_match``, ``quality``, ``tie``: the viewer's true topic interest, the post's true
+  quality, the follow's true closeness;
+- ``propensity``: the viewer's true taste for the action being predicted;
+- ``shared``: the viewer's true engagement level shared by all actions (the mean of their tastes);
+- ``shared_estimate``: that level as well as the viewer's earlier labels can tell it, every other
+  input of the truth being known (``shared_estimate``): the most history alone could give, to
+  set beside the ``viewer_engagement_level`` signal, which expects each label from the rates
+  logged at its surface and position instead.
 
     python benchmarks/ablate_signals.py --db data/feedlab.duckdb --surfaces stories,explore
 
-``--start DATE`` trains and tests only on impressions from DATE on, their features still reading
-all history before them; ``--latents none`` runs the plain signals alone. Together they measure
-what more history is worth (docs/predictors.md):
+Training and test rows start where the store's history-only days end, if it has any;
+``--start DATE`` moves that start, and ``--latents none`` runs the plain signals alone. What more
+history is worth (docs/predictors.md):
 
-    feedlab synth --db /tmp/w28.duckdb --days 28
-    python benchmarks/ablate_signals.py --db /tmp/w28.duckdb --surfaces feed,stories,explore,reels \
-        --start 2026-01-19 --latents none
+    feedlab synth --db /tmp/h14.duckdb --days 28 --history-days 14
+    python benchmarks/ablate_signals.py --db /tmp/h14.duckdb --surfaces feed,stories,explore,reels --latents none
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from pathlib import Path
 from common import machine, report
 
 MIN_TEST_POSITIVES = 1000
-LATENTS = ("topic_match", "quality", "tie", "propensity")
+LATENTS = ("topic_match", "quality", "tie", "propensity", "shared", "shared_estimate")
+#: Prior information (1 / variance on the logit scale) of the one-step engagement estimates.
+SHARED_PRIOR_INFO = 5.0
 
 
 def with_latents(con, frame):
@@ -40,9 +48,57 @@ def with_latents(con, frame):
         "user_id", *(pl.col(f"propensity_{a}").alias(f"true_propensity_{a}") for a in ACTIONS)
     )
     inputs = inputs.rename({c: f"true_{c}" for c in ("topic_match", "quality", "tie")})
-    return frame.join(inputs, on="impression_id", how="left", maintain_order="left").join(
-        tastes, on="user_id", how="left", maintain_order="left"
+    shared = tastes.select("user_id", pl.mean_horizontal(pl.exclude("user_id")).alias("true_shared"))
+    return (
+        frame.join(inputs, on="impression_id", how="left", maintain_order="left")
+        .join(tastes, on="user_id", how="left", maintain_order="left")
+        .join(shared, on="user_id", how="left", maintain_order="left")
+        .join(shared_estimate(con), on="impression_id", how="left", maintain_order="left")
     )
+
+
+def shared_estimate(con):
+    """Each viewer's shared engagement level as well as their labels before each impression can tell it.
+
+    One Newton step of a logistic random effect from 0, as ``viewer_engagement_level`` takes: the
+    viewer's earlier labels minus what was expected of them, summed over every observable action,
+    over the information plus a prior of ``SHARED_PRIOR_INFO``. Here the expectation knows every
+    other input of the truth (each earlier impression's true probability without the viewer's
+    taste): the most a viewer's history can tell.
+    """
+    import numpy as np
+    import polars as pl
+
+    from toolkit.store.schema import ACTIONS, SURFACES
+    from toolkit.synth.truth import examination
+
+    cols = ", ".join(f'"{a}", p_{a}, propensity_{a}' for a in ACTIONS)
+    imp = con.sql(
+        f"select i.impression_id, i.user_id, i.surface, i.position, {cols} "
+        "from impressions i join sim_accounts using (user_id) order by i.user_id, i.ts, i.impression_id"
+    ).pl()
+    exam = np.ones(imp.height)
+    for s in SURFACES:
+        rows = (imp["surface"] == s).to_numpy()
+        exam[rows] = examination(imp["position"].to_numpy()[rows].astype(float), s)
+    u_true = np.zeros(imp.height)
+    i_true = np.zeros(imp.height)
+    for a in ACTIONS:
+        y = imp[a].cast(pl.Float64).to_numpy()
+        p = imp[f"p_{a}"].to_numpy()
+        seen = ~np.isnan(y) & ~np.isnan(p)
+        # the truth is exam * sigmoid(z); take the viewer's taste out of z
+        sig = np.clip(np.where(seen, p, 0.5) / exam, 1e-9, 1 - 1e-9)
+        s0 = 1 / (1 + np.exp(-(np.log(sig / (1 - sig)) - imp[f"propensity_{a}"].to_numpy())))
+        p0 = exam * s0
+        slope = exam * s0 * (1 - s0)
+        var = np.clip(p0 * (1 - p0), 1e-9, None)
+        u_true += np.where(seen, (np.nan_to_num(y) - p0) * slope / var, 0.0)
+        i_true += np.where(seen, slope * slope / var, 0.0)
+    per_row = imp.select("impression_id", "user_id", pl.Series("u", u_true), pl.Series("i", i_true))
+    # totals before each impression, in log order (the rows are ordered by viewer and time)
+    before = per_row.with_columns((pl.col(c).cum_sum() - pl.col(c)).over("user_id") for c in ("u", "i"))
+    return before.select("impression_id", (pl.col("u") / (pl.col("i") + SHARED_PRIOR_INFO)).alias("true_shared_estimate"))
 
 
 def gaps(frame, surface: str, extra: list[str] | None) -> dict[str, float]:
@@ -93,7 +149,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, required=True, help="a simulated store (feedlab synth)")
     parser.add_argument("--surfaces", default="stories,explore")
-    parser.add_argument("--start", help="train and test on impressions from this date on (features read all history)")
+    parser.add_argument("--start", help="train and test on impressions from this date on (features read all history; default: where the store's history-only days end)")
     parser.add_argument("--latents", default=",".join(LATENTS), help=f"true inputs to add one at a time, or none (default {','.join(LATENTS)})")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
