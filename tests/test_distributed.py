@@ -28,7 +28,10 @@ pytestmark = pytest.mark.slow
 ROUNDS = 60
 #: Actions judged: those with at least this many positive test labels (AUC noise is small).
 MIN_TEST_POSITIVES = 200
-AUC_TOLERANCE = 0.005
+AUC_TOLERANCE = 0.003
+#: No row subsampling in the comparison: each worker would draw its own rows (a different model,
+#: seed to seed), so what is left to differ is the merged quantile sketch.
+COMPARED = {"subsample": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -43,11 +46,11 @@ def both_ways(small_world_path, client):
     """Feed (the surface with the most rows) trained locally and on the cluster, same parameters."""
     con = connect(small_world_path, read_only=True)
     try:
-        local = train_surface(con, "feed", max_rounds=ROUNDS, progress=False)
+        local = train_surface(con, "feed", max_rounds=ROUNDS, params=COMPARED, progress=False)
     finally:
         con.close()
     started = time.perf_counter()
-    dist = train_surface_dask(small_world_path, "feed", client=client, max_rounds=ROUNDS, progress=False)
+    dist = train_surface_dask(small_world_path, "feed", client=client, max_rounds=ROUNDS, params=COMPARED, progress=False)
     print(f"dask training took {time.perf_counter() - started:.1f} s")
     return local, dist
 
