@@ -125,7 +125,11 @@ class EventQuery:
         """
         spans = self.individual_spans(requests_from, requests_to)
         keys = ", ".join(self.by)
-        sums = ", ".join(f"sum({v})::{'double' if v in self.real_values else 'bigint'} as {v}" for v in self.values)
+        sums = ", ".join(
+            # a real value is summed in fixed point: exact, so the same in any order the threads add it
+            f"sum({v}::decimal(38, 12))::double as {v}" if v in self.real_values else f"sum({v})::bigint as {v}"
+            for v in self.values
+        )
         inside = " or ".join("(ts >= ? and ts < ?)" for _ in spans)
         gap = " + ".join("(ts >= ?)::int" for _ in spans)  # how many spans began before: the gap's number
         sql = (
@@ -150,7 +154,11 @@ _INTERACTED = 'i."like" is true or i.comment is true or i.share is true or i.pro
 _RECOMMENDED_SQL = ", ".join(f"'{s}'" for s in RECOMMENDATION_SURFACES)
 _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
 
-_POSITION_BUCKET = f"coalesce(least(position, {ENGAGEMENT_MAX_POSITION}), -1)"
+def _position_bucket(column: str) -> str:
+    """SQL of the position an expected rate is kept for: deep positions share one, unknown is -1."""
+    return f"coalesce(least({column}, {ENGAGEMENT_MAX_POSITION}), -1)"
+
+
 _HOURLY_LABELS = ", ".join(f"sum(pos_{a}) as p_{a}, sum(obs_{a}) as o_{a}" for a in ACTIONS)
 # An action's expected rate at a surface and position: its positive share among the labels of
 # every earlier hour, once there are enough of them (null before).
@@ -166,7 +174,7 @@ _INFORMATION = " + ".join(f'coalesce(((i."{a}" is not null)::int * e.g_{a} * (1 
 #: impression's hour, so an impression's terms use only what was logged before it.
 _ENGAGEMENT_SQL = f"""
     with labelled as (
-        select surface, {_POSITION_BUCKET} as pos, date_trunc('hour', ts) as hour, {_label_counts()}
+        select surface, {_position_bucket("position")} as pos, date_trunc('hour', ts) as hour, {_label_counts()}
         from impressions where ts < (select max(ts) from {REQUESTS_VIEW})
     ),
     hourly as (select surface, pos, hour, {_HOURLY_LABELS} from labelled group by surface, pos, hour),
@@ -176,7 +184,7 @@ _ENGAGEMENT_SQL = f"""
     )
     select i.user_id, i.ts, {_RESIDUAL} as engagement_residual, {_INFORMATION} as engagement_information
     from impressions i join expected e
-      on e.surface = i.surface and e.pos = {_POSITION_BUCKET.replace("position", "i.position")} and e.hour = date_trunc('hour', i.ts)
+      on e.surface = i.surface and e.pos = {_position_bucket("i.position")} and e.hour = date_trunc('hour', i.ts)
     where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ?
 """
 
