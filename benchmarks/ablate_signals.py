@@ -9,9 +9,7 @@ the mean AUC gap is what the signals lose on that latent. Prints JSON. The input
 - ``propensity``: the viewer's true taste for the action being predicted;
 - ``shared``: the viewer's true engagement level shared by all actions (the mean of their tastes);
 - ``shared_estimate``: that level as well as the viewer's earlier labels can tell it, every other
-  input of the truth being known (``shared_estimate``): the most history alone could give, to
-  set beside the ``viewer_engagement_level`` signal, which expects each label from the rates
-  logged at its surface and position instead.
+  input of the truth being known (``shared_estimate``): the most history alone could give.
 
     python benchmarks/ablate_signals.py --db data/feedlab.duckdb --surfaces stories,explore
 
@@ -60,11 +58,11 @@ def with_latents(con, frame):
 def shared_estimate(con):
     """Each viewer's shared engagement level as well as their labels before each impression can tell it.
 
-    One Newton step of a logistic random effect from 0, as ``viewer_engagement_level`` takes: the
-    viewer's earlier labels minus what was expected of them, summed over every observable action,
-    over the information plus a prior of ``SHARED_PRIOR_INFO``. Here the expectation knows every
-    other input of the truth (each earlier impression's true probability without the viewer's
-    taste): the most a viewer's history can tell.
+    One Newton step of a logistic random effect from 0: the viewer's earlier labels minus what
+    was expected of them, summed over every observable action, over the information plus a prior
+    of ``SHARED_PRIOR_INFO``. Here the expectation knows every other input of the truth (each
+    earlier impression's true probability without the viewer's taste): the most a viewer's
+    history can tell.
     """
     import numpy as np
     import polars as pl

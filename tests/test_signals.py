@@ -336,40 +336,6 @@ def test_surfaces_featurized_together_equal_each_on_its_own(small_world, tmp_pat
         write_training_frames(small_world, tmp_path / "bad", surfaces=["feed", "tv"], progress=False)
 
 
-def test_engagement_level_by_hand():
-    """Labels minus the rate expected at their surface and position, from earlier hours only."""
-    from toolkit.signals.registry import ENGAGEMENT_PRIOR_INFORMATION
-
-    con = duckdb.connect()
-    for stmt in schema_ddl():
-        con.execute(stmt)
-    con.executemany("insert into users values (?, ?, ?)", [(u, T0 - timedelta(days=1), False) for u in range(1, 22)])
-    flags = {f: False for f in CONTENT_FLAGS}
-    row = dict(post_id=10, author_id=21, created_at=T0, format="photo", duration_s=None, topic=1, audio_id=None, has_location=False, is_reshare=False, **flags)
-    con.execute(f"insert into posts ({', '.join(row)}) values ({', '.join('?' * len(row))})", list(row.values()))
-
-    def show(iid, user, ts, position, like):
-        labels = {a: None for a in ACTIONS} | {"like": like}  # only likes are observable here
-        r = {"impression_id": iid, "user_id": user, "post_id": 10, "surface": "feed", "ts": ts, "position": position, "device": "ios", **labels}
-        cols = ", ".join(f'"{k}"' for k in r)
-        con.execute(f"insert into impressions ({cols}) values ({', '.join('?' * len(r))})", list(r.values()))
-
-    # hour 0: 20 viewers at position 0, five of them like (users 2-6); viewer 1 does not, but
-    # nothing was expected before hour 0, so that label tells nothing yet
-    for u in range(1, 21):
-        show(u, u, h((u + 10) / 60), 0, 2 <= u <= 6)
-    # hour 1: viewer 1 likes at position 0 (expected 5 / 20 from hour 0) and at position 1 (no
-    # earlier labels there: nothing expected, nothing counted)
-    show(21, 1, h(1 + 10 / 60), 0, True)
-    show(22, 1, h(1 + 20 / 60), 1, True)
-    show(23, 1, h(2), 0, True)  # at the request's time: not yet known
-    frame = compute_features(con, _request(user=1, post=10, at=h(2)))
-    g = 5 / 20
-    assert frame["viewer_engagement_level"][0] == pytest.approx((1 - g) / (g * (1 - g) + ENGAGEMENT_PRIOR_INFORMATION))
-    # a viewer with labels only before any rate was known stays at 0, an average viewer
-    assert compute_features(con, _request(user=3, post=10, at=h(2)))["viewer_engagement_level"][0] == 0.0
-
-
 def test_docs_list_every_feature():
     from pathlib import Path
 

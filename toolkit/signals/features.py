@@ -42,9 +42,6 @@ from tqdm.auto import tqdm
 
 from toolkit.errors import FeedlabError
 from toolkit.signals.registry import (
-    ENGAGEMENT_MAX_POSITION,
-    ENGAGEMENT_MIN_OBSERVATIONS,
-    ENGAGEMENT_PRIOR_INFORMATION,
     FEATURES,
     POPULARITY_ACTIONS,
     POPULARITY_WINDOWS,
@@ -85,8 +82,6 @@ class EventQuery:
     by: tuple[str, ...]
     values: tuple[str, ...]
     windows_s: tuple[int, ...] = ()
-    #: values that are real numbers, not counts (summed as doubles)
-    real_values: tuple[str, ...] = ()
 
     def individual_spans(self, requests_from: datetime, requests_to: datetime) -> list[tuple[datetime, datetime]]:
         """The time spans ``[a, b)`` whose events must stay apart for requests timed in ``[requests_from, requests_to]``.
@@ -125,11 +120,7 @@ class EventQuery:
         """
         spans = self.individual_spans(requests_from, requests_to)
         keys = ", ".join(self.by)
-        sums = ", ".join(
-            # a real value is summed in fixed point: exact, so the same in any order the threads add it
-            f"sum({v}::decimal(38, 12))::double as {v}" if v in self.real_values else f"sum({v})::bigint as {v}"
-            for v in self.values
-        )
+        sums = ", ".join(f"sum({v})::bigint as {v}" for v in self.values)
         inside = " or ".join("(ts >= ? and ts < ?)" for _ in spans)
         gap = " + ".join("(ts >= ?)::int" for _ in spans)  # how many spans began before: the gap's number
         sql = (
@@ -153,40 +144,6 @@ _TOPIC_VALUES = (
 _INTERACTED = 'i."like" is true or i.comment is true or i.share is true or i.profile_tap is true'
 _RECOMMENDED_SQL = ", ".join(f"'{s}'" for s in RECOMMENDATION_SURFACES)
 _POPULARITY_VALUES = tuple(f"{a}s" for a in POPULARITY_ACTIONS)
-
-def _position_bucket(column: str) -> str:
-    """SQL of the position an expected rate is kept for: deep positions share one, unknown is -1."""
-    return f"coalesce(least({column}, {ENGAGEMENT_MAX_POSITION}), -1)"
-
-
-_HOURLY_LABELS = ", ".join(f"sum(pos_{a}) as p_{a}, sum(obs_{a}) as o_{a}" for a in ACTIONS)
-# An action's expected rate at a surface and position: its positive share among the labels of
-# every earlier hour, once there are enough of them (null before).
-_EXPECTED_RATES = ", ".join(
-    f"case when sum(o_{a}) over w >= {ENGAGEMENT_MIN_OBSERVATIONS} then sum(p_{a}) over w / sum(o_{a}) over w end as g_{a}"
-    for a in ACTIONS
-)
-_RESIDUAL = " + ".join(f'coalesce(i."{a}"::int - e.g_{a}, 0)' for a in ACTIONS)
-_INFORMATION = " + ".join(f'coalesce(((i."{a}" is not null)::int * e.g_{a} * (1 - e.g_{a})), 0)' for a in ACTIONS)
-#: Per impression of the requested viewers: its labels minus their expected rates, summed over the
-#: observable actions, and the information those labels carry (sum of g (1 - g)): the score and
-#: the Fisher information of a logistic viewer effect at 0. The rates come from hours before the
-#: impression's hour, so an impression's terms use only what was logged before it.
-_ENGAGEMENT_SQL = f"""
-    with labelled as (
-        select surface, {_position_bucket("position")} as pos, date_trunc('hour', ts) as hour, {_label_counts()}
-        from impressions where ts < (select max(ts) from {REQUESTS_VIEW})
-    ),
-    hourly as (select surface, pos, hour, {_HOURLY_LABELS} from labelled group by surface, pos, hour),
-    expected as (
-        select surface, pos, hour, {_EXPECTED_RATES} from hourly
-        window w as (partition by surface, pos order by hour rows between unbounded preceding and 1 preceding)
-    )
-    select i.user_id, i.ts, {_RESIDUAL} as engagement_residual, {_INFORMATION} as engagement_information
-    from impressions i join expected e
-      on e.surface = i.surface and e.pos = {_position_bucket("i.position")} and e.hour = date_trunc('hour', i.ts)
-    where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ?
-"""
 
 #: Every event source the features read, by name: the one place their SQL is written.
 EVENT_QUERIES: dict[str, EventQuery] = {
@@ -235,13 +192,6 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ?",
         ("user_id",),
         _RATE_VALUES,
-    ),
-    # every earlier label of the viewer against the rate expected of it, for the engagement level
-    "viewer_engagement": EventQuery(
-        _ENGAGEMENT_SQL,
-        ("user_id",),
-        ("engagement_residual", "engagement_information"),
-        real_values=("engagement_residual", "engagement_information"),
     ),
     # the same impressions for the windowed counts alone: a week of one narrow column instead of
     # a week of every label (the largest source a chunk reads)
@@ -668,10 +618,7 @@ def _running_totals(df: pl.DataFrame, *, by: Sequence[str], values: Sequence[str
         df.lazy()
         .sort("ts")
         # the SQL never yields a null count; were one to slip in, it must not zero later totals
-        .with_columns(
-            pl.col(v).fill_null(0).cast(pl.Float64 if df.schema[v].is_float() else pl.Int32).cum_sum().over(by).alias(v)
-            for v in values
-        )
+        .with_columns(pl.col(v).fill_null(0).cast(pl.Int32).cum_sum().over(by).alias(v) for v in values)
         .with_columns(pl.col("ts").alias("_event_ts"))
     )
 
@@ -792,16 +739,9 @@ def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
         lf, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"],
         windows=[("24h", _DAY_S), ("7d", 7 * _DAY_S)], prefix="viewer_",
     )  # fmt: skip
-    engagement = _events(con, "viewer_engagement", min_ts, max_ts)
-    lf = _totals_before(
-        lf, engagement, left_by=["user_id"], right_by=["user_id"], values=["engagement_residual", "engagement_information"], suffix="_total"
-    )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).pl()
     lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
     return lf.with_columns(
-        (
-            pl.col("engagement_residual_total") / (pl.col("engagement_information_total") + ENGAGEMENT_PRIOR_INFORMATION)
-        ).alias("viewer_engagement_level"),
         pl.col("viewer_seen_24h").cast(pl.Float64).alias("viewer_impressions_24h"),
         pl.col("viewer_seen_7d").cast(pl.Float64).alias("viewer_impressions_7d"),
         pl.col("shown_total").cast(pl.Float64).alias("viewer_impressions_total"),

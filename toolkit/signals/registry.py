@@ -28,13 +28,6 @@ POPULARITY_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86_400)
 POPULARITY_ACTIONS: tuple[str, ...] = ("like", "comment", "share", "save")
 #: Pseudo-count that shrinks a rate towards 0 when it rests on few impressions.
 RATE_SMOOTHING = 5.0
-#: Prior information (1 / variance, logit scale) of a viewer's engagement level: a level read from
-#: few labels stays near 0 (an average viewer); levels spread by about +-0.45 on the logit scale.
-ENGAGEMENT_PRIOR_INFORMATION = 5.0
-#: Earlier observations of an action at a surface and position needed to expect its rate there.
-ENGAGEMENT_MIN_OBSERVATIONS = 20
-#: Positions from this one down share one expected rate.
-ENGAGEMENT_MAX_POSITION = 40
 #: Pseudo-impressions of a topic at the viewer's overall rate: a topic lift on a handful of
 #: impressions stays near 1 instead of swinging to 0 or 5.
 TOPIC_LIFT_PSEUDOCOUNT = 10.0
@@ -92,11 +85,6 @@ def _features() -> dict[str, Feature]:
     add("viewer_impressions_total", "viewer", "impressions the viewer had before")
     for action in ACTIONS:
         add(f"viewer_rate_{action}", "viewer", f"share of the viewer's earlier impressions with {action} (smoothed)")
-    add(
-        "viewer_engagement_level", "viewer",
-        "how much more the viewer acts than expected: their earlier labels of every action minus each action's rate "
-        "at that surface and position before then, one logistic step from 0 (shrunk towards 0 on few labels)",
-    )  # fmt: skip
     for device in DEVICES:
         add(f"viewer_device_{device}", "viewer", f"the impression is on {device}")
     add("viewer_account_age_d", "viewer", "days since the viewer's account was created")
