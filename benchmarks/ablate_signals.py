@@ -35,8 +35,8 @@ LATENTS = ("topic_match", "quality", "tie", "propensity", "shared", "shared_esti
 SHARED_PRIOR_INFO = 5.0
 
 
-def with_latents(con, frame):
-    """The training frame plus ``true_<latent>`` columns (propensity per action)."""
+def with_latents(con, frame, *, estimate: bool = True):
+    """The training frame plus ``true_<latent>`` columns (propensity per action); ``estimate``: with ``shared_estimate``."""
     import polars as pl
 
     from toolkit.store.schema import ACTIONS
@@ -47,12 +47,13 @@ def with_latents(con, frame):
     )
     inputs = inputs.rename({c: f"true_{c}" for c in ("topic_match", "quality", "tie")})
     shared = tastes.select("user_id", pl.mean_horizontal(pl.exclude("user_id")).alias("true_shared"))
-    return (
+    frame = (
         frame.join(inputs, on="impression_id", how="left", maintain_order="left")
         .join(tastes, on="user_id", how="left", maintain_order="left")
         .join(shared, on="user_id", how="left", maintain_order="left")
-        .join(shared_estimate(con), on="impression_id", how="left", maintain_order="left")
     )
+    # the estimate reads every impression's labels and truth: only when asked for
+    return frame.join(shared_estimate(con), on="impression_id", how="left", maintain_order="left") if estimate else frame
 
 
 def shared_estimate(con):
@@ -164,7 +165,7 @@ def main() -> None:
     con = connect(args.db, read_only=True)
     results: dict = {"benchmark": "ablate_signals", "machine": machine(), "db": str(args.db), "start": args.start, "surfaces": {}}
     for surface in args.surfaces.split(","):
-        frame = with_latents(con, training_frame(con, surface, start=start))
+        frame = with_latents(con, training_frame(con, surface, start=start), estimate="shared_estimate" in latents)
         runs = {"signals": gaps(frame, surface, None)}
         for latent in latents:
             runs[f"signals+true_{latent}"] = gaps(frame, surface, [latent])
