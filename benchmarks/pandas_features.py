@@ -48,6 +48,7 @@ if __name__ == "__main__":  # run from a checkout without installing it
 
 from toolkit.errors import FeedlabError
 from toolkit.signals.registry import (
+    ENGAGEMENT_PRIOR_INFORMATION,
     FEATURES,
     POPULARITY_ACTIONS,
     POPULARITY_WINDOWS,
@@ -58,6 +59,7 @@ from toolkit.signals.registry import (
 from toolkit.signals.features import (
     CROSS_BRANCH,
     EVENT_QUERIES,
+    FIXED_POINT,
     FOLLOW_PAIRS_SQL,
     LIFT_FLOOR,
     POSTS_SQL,
@@ -289,9 +291,16 @@ def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
         df = _totals_before(df, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"], shift_s=seconds, suffix=f"_v{name}")
         df[f"viewer_impressions_{name}"] = (df["seen_v"] - df[f"seen_v{name}"]).astype("float64")
+    engagement = _events(con, "viewer_engagement", min_ts, max_ts)
+    df = _totals_before(
+        df, engagement, left_by=["user_id"], right_by=["user_id"], values=["engagement_residual", "engagement_information"], suffix="_v"
+    )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).df()
     df = df.merge(viewers, on="user_id", how="left")
     df["viewer_impressions_total"] = df["shown_v"].astype("float64")
+    df["viewer_engagement_level"] = (df["engagement_residual_v"] / FIXED_POINT) / (
+        df["engagement_information_v"] / FIXED_POINT + ENGAGEMENT_PRIOR_INFORMATION
+    )
     for a in ACTIONS:
         df[f"viewer_rate_{a}"] = _rate(df, f"pos_{a}_v", f"obs_{a}_v")
     for d in DEVICES:

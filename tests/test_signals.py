@@ -246,13 +246,8 @@ _later_event = st.tuples(
 )
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(events=st.lists(_later_event, min_size=1, max_size=12))
-def test_events_at_or_after_t_never_change_features_at_t(events):
-    at = h(3)
-    requests = pl.concat([_request(u, p, at) for u, p in [(1, 10), (3, 11), (4, 12), (2, 10)]])
-    con = _store()
-    before = compute_features(con, requests)
+def _add_later_events(con, events, at) -> None:
+    """Insert hypothesis' events (kind, user, post, seconds after ``at``, flag) into a store."""
     next_id = 100
     for kind, user, post, seconds, flag in events:
         ts = at + timedelta(seconds=seconds)
@@ -281,6 +276,16 @@ def test_events_at_or_after_t_never_change_features_at_t(events):
                 con.execute("insert into follows values (?, ?, ?, ?, ?)", [user, target, ts, flag, not flag])
         else:
             con.execute("insert into engagements values (?, ?, null, ?, ?, ?)", [user, post, kind, ts, flag])
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(_later_event, min_size=1, max_size=12))
+def test_events_at_or_after_t_never_change_features_at_t(events):
+    at = h(3)
+    requests = pl.concat([_request(u, p, at) for u, p in [(1, 10), (3, 11), (4, 12), (2, 10)]])
+    con = _store()
+    before = compute_features(con, requests)
+    _add_later_events(con, events, at)
     after = compute_features(con, requests)
     assert after.equals(before, null_equal=True)
 
@@ -334,6 +339,71 @@ def test_surfaces_featurized_together_equal_each_on_its_own(small_world, tmp_pat
     assert not list((tmp_path / "all").glob(".*partial"))
     with pytest.raises(FeedlabError, match="unknown surface 'tv'"):
         write_training_frames(small_world, tmp_path / "bad", surfaces=["feed", "tv"], progress=False)
+
+
+def test_engagement_level_by_hand():
+    """Labels minus the rate expected on their surface from earlier days, one logistic step from 0."""
+    from toolkit.signals.registry import ENGAGEMENT_MIN_OBSERVATIONS, ENGAGEMENT_PRIOR_INFORMATION
+
+    con = duckdb.connect()
+    for stmt in schema_ddl():
+        con.execute(stmt)
+    con.executemany("insert into users values (?, ?, ?)", [(u, T0 - timedelta(days=5), False) for u in range(1, 22)])
+    flags = {f: False for f in CONTENT_FLAGS}
+    row = dict(post_id=10, author_id=21, created_at=T0 - timedelta(days=2), format="photo", duration_s=None, topic=1, audio_id=None, has_location=False, is_reshare=False, **flags)
+    con.execute(f"insert into posts ({', '.join(row)}) values ({', '.join('?' * len(row))})", list(row.values()))
+    ids = iter(range(1, 1000))
+
+    def show(user, ts, surface, like):
+        labels = {a: None for a in ACTIONS} | {"like": like}  # only likes are observable here
+        r = {"impression_id": next(ids), "user_id": user, "post_id": 10, "surface": surface, "ts": ts, "position": 3, "device": "ios", **labels}
+        cols = ", ".join(f'"{k}"' for k in r)
+        con.execute(f"insert into impressions ({cols}) values ({', '.join('?' * len(r))})", list(r.values()))
+
+    # the day before: 20 feed labels, five likes (users 2-6); viewer 1 does not like, but nothing
+    # was expected on that first day, so that label tells nothing. Explore has one label too few.
+    for u in range(1, 21):
+        show(u, h(-12 + u / 60), "feed", 2 <= u <= 6)
+    for u in range(1, ENGAGEMENT_MIN_OBSERVATIONS):
+        show(u, h(-11 + u / 60), "explore", True)
+    # today: viewer 1 likes on feed (expected 5 / 20) and on explore (no rate: not counted)
+    show(1, h(1), "feed", True)
+    show(1, h(1.5), "explore", True)
+    show(1, h(2), "feed", True)  # at the request's time: not yet known
+    frame = compute_features(con, _request(user=1, post=10, at=h(2)))
+    g = 5 / 20
+    assert frame["viewer_engagement_level"][0] == pytest.approx((1 - g) / (g * (1 - g) + ENGAGEMENT_PRIOR_INFORMATION))
+    # a viewer with labels only from before any rate was known stays at 0, an average viewer
+    assert compute_features(con, _request(user=3, post=10, at=h(2)))["viewer_engagement_level"][0] == 0.0
+    # the same from the training path, which reads the history in one pass for many requests
+    train = training_frame(con, "feed").filter(pl.col("ts") == h(2))
+    assert train["viewer_engagement_level"][0] == frame["viewer_engagement_level"][0]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(events=st.lists(_later_event, min_size=1, max_size=12))
+def test_events_at_or_after_t_never_change_the_engagement_level(events):
+    """As above, for a request whose viewers have labels on two days, so that rates are expected."""
+    con = _store()
+    cols = ", ".join(f'"{a}"' for a in ACTIONS)
+    for iid, user, post, ts in [(50, 1, 10, h(25)), (51, 3, 10, h(25.5)), (52, 4, 12, h(26)), (53, 2, 11, h(26.5))]:
+        con.execute(
+            f"insert into impressions (impression_id, user_id, post_id, surface, ts, position, device, {cols}) "
+            f"values (?, ?, ?, 'feed', ?, 0, 'ios', {', '.join('?' * len(ACTIONS))})",
+            [iid, user, post, ts, *(iid % 2 == 0 if a in ("like", "dwell") else None for a in ACTIONS)],
+        )
+    for iid in range(60, 85):  # enough feed labels on day 0 for day 1 to expect a like rate
+        con.execute(
+            f"insert into impressions (impression_id, user_id, post_id, surface, ts, position, device, {cols}) "
+            f"values (?, 4, 11, 'feed', ?, 0, 'ios', {', '.join('?' * len(ACTIONS))})",
+            [iid, h(2 + iid / 100), *(iid % 3 == 0 if a in ("like", "dwell") else None for a in ACTIONS)],
+        )
+    at = h(27)
+    requests = pl.concat([_request(u, p, at) for u, p in [(1, 10), (3, 11), (4, 12), (2, 10)]])
+    before = compute_features(con, requests)["viewer_engagement_level"]
+    assert (before != 0).sum() >= 3  # the level is at work here
+    _add_later_events(con, events, at)
+    assert compute_features(con, requests)["viewer_engagement_level"].equals(before)
 
 
 def test_docs_list_every_feature():

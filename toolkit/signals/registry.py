@@ -28,6 +28,11 @@ POPULARITY_WINDOWS: tuple[tuple[str, int], ...] = (("1h", 3600), ("24h", 86_400)
 POPULARITY_ACTIONS: tuple[str, ...] = ("like", "comment", "share", "save")
 #: Pseudo-count that shrinks a rate towards 0 when it rests on few impressions.
 RATE_SMOOTHING = 5.0
+#: Prior information (1 / variance, logit scale) of a viewer's engagement level: a level read from
+#: few labels stays near 0, an average viewer (the simulator spreads levels by about +-0.45).
+ENGAGEMENT_PRIOR_INFORMATION = 5.0
+#: Labels of an action on a surface, on the days before, needed to expect its rate there.
+ENGAGEMENT_MIN_OBSERVATIONS = 20
 #: Pseudo-impressions of a topic at the viewer's overall rate: a topic lift on a handful of
 #: impressions stays near 1 instead of swinging to 0 or 5.
 TOPIC_LIFT_PSEUDOCOUNT = 10.0
@@ -85,6 +90,11 @@ def _features() -> dict[str, Feature]:
     add("viewer_impressions_total", "viewer", "impressions the viewer had before")
     for action in ACTIONS:
         add(f"viewer_rate_{action}", "viewer", f"share of the viewer's earlier impressions with {action} (smoothed)")
+    add(
+        "viewer_engagement_level", "viewer",
+        "how much more the viewer acts than expected: their earlier labels of every action minus each action's rate "
+        "on that surface over the days before, one logistic step from 0 (shrunk towards 0 on few labels)",
+    )  # fmt: skip
     for device in DEVICES:
         add(f"viewer_device_{device}", "viewer", f"the impression is on {device}")
     add("viewer_account_age_d", "viewer", "days since the viewer's account was created")
