@@ -283,7 +283,7 @@ def _unknown_where_null(df: pd.DataFrame, key: str, names: list[str]) -> pd.Data
 
 
 def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
-    values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS)]
+    values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS), "engagement_residual", "engagement_information"]
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
     df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
     recent = _events(con, "viewer_recent", min_ts, max_ts)
@@ -291,10 +291,6 @@ def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
     for name, seconds in (("24h", _DAY_S), ("7d", 7 * _DAY_S)):
         df = _totals_before(df, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"], shift_s=seconds, suffix=f"_v{name}")
         df[f"viewer_impressions_{name}"] = (df["seen_v"] - df[f"seen_v{name}"]).astype("float64")
-    engagement = _events(con, "viewer_engagement", min_ts, max_ts)
-    df = _totals_before(
-        df, engagement, left_by=["user_id"], right_by=["user_id"], values=["engagement_residual", "engagement_information"], suffix="_v"
-    )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).df()
     df = df.merge(viewers, on="user_id", how="left")
     df["viewer_impressions_total"] = df["shown_v"].astype("float64")

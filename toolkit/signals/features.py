@@ -163,11 +163,12 @@ _EXPECTED_RATES = ", ".join(
 )
 _RESIDUAL = " + ".join(f'coalesce(i."{a}"::int - e.g_{a}, 0)' for a in ACTIONS)
 _INFORMATION = " + ".join(f'coalesce((i."{a}" is not null)::int * e.g_{a} * (1 - e.g_{a}), 0)' for a in ACTIONS)
-#: Per impression of the requested viewers: its labels minus their expected rates, summed over the
-#: observable actions, and the information those labels carry (sum of g (1 - g)): the score and
-#: the Fisher information of a logistic viewer effect at 0, in millionths. The rates come from
-#: days before the impression's day, so an impression's terms use only what was logged before it.
-_ENGAGEMENT_SQL = f"""
+#: The viewer's impressions as rate events, and per impression its labels minus their expected
+#: rates summed over the observable actions, with the information those labels carry (sum of
+#: g (1 - g)): the score and the Fisher information of a logistic viewer effect at 0, in
+#: millionths. The rates come from days before the impression's day, so an impression's terms use
+#: only what was logged before it.
+_VIEWER_IMPRESSIONS_SQL = f"""
     with daily as (
         select surface, date_trunc('day', ts) as day, {_DAILY_LABELS}
         from impressions where ts < (select max(ts) from {REQUESTS_VIEW}) group by surface, day
@@ -176,12 +177,13 @@ _ENGAGEMENT_SQL = f"""
         select surface, day, {_EXPECTED_RATES} from daily
         window w as (partition by surface order by day rows between unbounded preceding and 1 preceding)
     )
-    select i.user_id, i.ts,
-           round(({_RESIDUAL}) * {FIXED_POINT})::bigint as engagement_residual,
-           round(({_INFORMATION}) * {FIXED_POINT})::bigint as engagement_information
-    from impressions i join expected e on e.surface = i.surface and e.day = date_trunc('day', i.ts)
+    select i.user_id, i.ts, 1 as shown, {_label_counts('i')},
+           coalesce(round(({_RESIDUAL}) * {FIXED_POINT}), 0)::bigint as engagement_residual,
+           coalesce(round(({_INFORMATION}) * {FIXED_POINT}), 0)::bigint as engagement_information
+    from impressions i left join expected e on e.surface = i.surface and e.day = date_trunc('day', i.ts)
     where i.user_id in (select user_id from {REQUESTS_VIEW}) and i.ts < ?
 """
+_ENGAGEMENT_VALUES = ("engagement_residual", "engagement_information")
 
 #: Every event source the features read, by name: the one place their SQL is written.
 EVENT_QUERIES: dict[str, EventQuery] = {
@@ -225,18 +227,12 @@ EVENT_QUERIES: dict[str, EventQuery] = {
         ("author_id",),
         _RATE_VALUES,
     ),
+    # the viewer's rates, and every earlier label against the rate expected of it (engagement level)
     "viewer_impressions": EventQuery(
-        f"select user_id, ts, 1 as shown, {_label_counts()} from impressions "
-        f"where user_id in (select user_id from {REQUESTS_VIEW}) and ts < ?",
+        _VIEWER_IMPRESSIONS_SQL,
         ("user_id",),
-        _RATE_VALUES,
-    ),
-    # every earlier label of the viewer against the rate expected of it, for the engagement level
-    "viewer_engagement": EventQuery(
-        _ENGAGEMENT_SQL,
-        ("user_id",),
-        ("engagement_residual", "engagement_information"),
-        fixed_point=("engagement_residual", "engagement_information"),
+        (*_RATE_VALUES, *_ENGAGEMENT_VALUES),
+        fixed_point=_ENGAGEMENT_VALUES,
     ),
     # the same impressions for the windowed counts alone: a week of one narrow column instead of
     # a week of every label (the largest source a chunk reads)
@@ -779,15 +775,11 @@ def _author_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
 
 def _viewer_features(con, lf: pl.LazyFrame, min_ts, max_ts) -> pl.LazyFrame:
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
-    lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=_RATE_VALUES, suffix="_total")
+    lf = _totals_before(lf, imp, left_by=["user_id"], right_by=["user_id"], values=[*_RATE_VALUES, *_ENGAGEMENT_VALUES], suffix="_total")
     recent = _events(con, "viewer_recent", min_ts, max_ts)
     lf = _window_counts(
         lf, recent, left_by=["user_id"], right_by=["user_id"], values=["seen"],
         windows=[("24h", _DAY_S), ("7d", 7 * _DAY_S)], prefix="viewer_",
-    )  # fmt: skip
-    engagement = _events(con, "viewer_engagement", min_ts, max_ts)
-    lf = _totals_before(
-        lf, engagement, left_by=["user_id"], right_by=["user_id"], values=["engagement_residual", "engagement_information"], suffix="_total"
     )  # fmt: skip
     viewers = con.sql(VIEWERS_SQL).pl()
     lf = lf.join(viewers.lazy(), on="user_id", how="left", maintain_order="left")
