@@ -77,7 +77,8 @@ class EventQuery:
 
     The SQL may read the requests (registered as ``_feedlab_requests``: _row, user_id, post_id,
     ts) to fetch only the history of the keys asked about. ``windows_s`` lists the windows
-    ``[t - w, t)`` any feature counts over these events.
+    ``[t - w, t)`` any feature counts over these events; ``fixed_point`` the values that are not
+    counts but real numbers in millionths.
     """
 
     sql: str
