@@ -283,7 +283,7 @@ def _unknown_where_null(df: pd.DataFrame, key: str, names: list[str]) -> pd.Data
 
 
 def _viewer_features(con, df: pd.DataFrame, min_ts, max_ts) -> pd.DataFrame:
-    values = ["shown", *(f"pos_{a}" for a in ACTIONS), *(f"obs_{a}" for a in ACTIONS), "engagement_residual", "engagement_information"]
+    values = list(EVENT_QUERIES["viewer_impressions"].values)  # the rate counts and the engagement terms
     imp = _events(con, "viewer_impressions", min_ts, max_ts)
     df = _totals_before(df, imp, left_by=["user_id"], right_by=["user_id"], values=values, suffix="_v")
     recent = _events(con, "viewer_recent", min_ts, max_ts)
