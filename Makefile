@@ -52,10 +52,8 @@ $(DB):
 	$(VENV)/bin/feedlab synth --db $(DB)
 
 $(MODELS): $(DB)
-	@for surface in $$($(VENV)/bin/python -c "from toolkit.store import SURFACES; print(*SURFACES)"); do \
-		echo "training $$surface models"; \
-		$(VENV)/bin/feedlab train --db $(DB) --surface $$surface $(TRAIN_ARGS) > /dev/null || exit 1; \
-	done
+	@echo "training the models of every surface"
+	$(VENV)/bin/feedlab train --db $(DB) --surface all $(TRAIN_ARGS) > /dev/null
 	@touch $@
 
 install: $(VENV)/.installed

@@ -5,7 +5,10 @@ Prints one JSON document (and writes it to ``--out``) with, per surface:
 - feature rows/s of :func:`toolkit.signals.training_frame`, and on one surface the ratio of a
   plain pandas implementation of the same features (``benchmarks/pandas_features.py``) run in
   the same process on the same requests (``pandas_over_polars`` > 1: polars is faster);
-- training seconds per action, and predict rows/s with ``inplace_predict``;
+- training seconds per action (each surface's models also train on the earlier rows of the
+  surface of the same kind, as ``train_surface`` does by default; ``--pool none`` trains on the
+  surface's own rows, ``--pool all`` on every surface's), and predict rows/s with
+  ``inplace_predict``;
 - quality on the test days against the issue's targets: the AUC gap to the oracle (the ``p_``
   columns) over actions with at least 1,000 test positives (mean <= 0.02, none > 0.03), ECE
   (<= 0.01) and RCE (>= 70% of the oracle's), each with a pass flag;
@@ -257,11 +260,15 @@ def main() -> None:
     parser.add_argument("--surfaces", default="feed,stories,explore,reels")
     parser.add_argument("--pandas-surface", default="reels", help="surface on which to time the pandas baseline")
     parser.add_argument("--lightgbm-action", default="like")
+    parser.add_argument("--pool", choices=["default", "all", "none"], default="default",
+                        help="whose earlier rows train each surface's models: the same kind's (default), every surface's, or its own")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    from toolkit.predict import train_on_frame
-    from toolkit.store import connect
+    import polars as pl
+
+    from toolkit.predict import default_pool, train_on_frame
+    from toolkit.store import SURFACES, connect
     from toolkit.synth import SynthConfig, build_world
 
     results: dict = {"benchmark": "predict", "surfaces": {}}
@@ -272,10 +279,17 @@ def main() -> None:
             results["world"] = build_world(db, SynthConfig(), progress=False)
         con = connect(db, read_only=True)
         try:
-            for surface in args.surfaces.split(","):
-                speed, frame = feature_speed(con, surface, with_pandas=surface == args.pandas_surface)
+            surfaces = args.surfaces.split(",")
+            pools = {s: {"default": default_pool(s), "all": list(SURFACES), "none": [s]}[args.pool] for s in surfaces}
+            # every frame first: each surface's models train on the pooled surfaces' rows too
+            speeds, frames = {}, {}
+            for surface in surfaces + [s for s in SURFACES if s not in surfaces and any(s in p for p in pools.values())]:
+                speeds[surface], frames[surface] = feature_speed(con, surface, with_pandas=surface == args.pandas_surface)
+            for surface in surfaces:
+                speed, frame = speeds[surface], frames[surface]
+                others = [frames[s].with_columns(surface=pl.lit(s)) for s in pools[surface] if s != surface]
                 started = time.perf_counter()
-                trained = train_on_frame(frame, surface=surface)
+                trained = train_on_frame(frame, surface=surface, pooled=pl.concat(others) if others else None)
                 total = time.perf_counter() - started
                 judged = [a for a, m in trained.metrics.items() if m.get("positives", 0) >= MIN_TEST_POSITIVES]
                 entry = {
@@ -283,6 +297,7 @@ def main() -> None:
                     "train_seconds_total": round(total, 1),
                     "train_seconds_per_action": {a: round(s, 2) for a, s in trained.train_seconds.items()},
                     "rows": trained.rows,
+                    "pooled_surfaces": trained.pooled_surfaces,
                     "predict": predict_speed(trained, frame),
                     "quality": quality(trained, truth_inputs_auc(con, trained, frame, judged) if judged else {}),
                     "diagnostics": diagnostics(trained, frame, judged),

@@ -46,7 +46,7 @@ def both_ways(small_world_path, client):
     """Feed (the surface with the most rows) trained locally and on the cluster, same parameters."""
     con = connect(small_world_path, read_only=True)
     try:
-        local = train_surface(con, "feed", max_rounds=ROUNDS, params=COMPARED, progress=False)
+        local = train_surface(con, "feed", pool=["feed"], max_rounds=ROUNDS, params=COMPARED, progress=False)
     finally:
         con.close()
     started = time.perf_counter()

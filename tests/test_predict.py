@@ -38,7 +38,7 @@ from toolkit.predict import (
 )
 from toolkit.signals.registry import FAMILIES, feature_names
 from toolkit.store import connect
-from toolkit.store.schema import ACTIONS
+from toolkit.store.schema import ACTIONS, SURFACES
 from toolkit.synth import SynthConfig, build_world
 
 T0 = datetime(2026, 1, 1)
@@ -192,6 +192,37 @@ def test_training_from_a_parquet_file_samples_the_same_shap_rows_across_batches(
     _same_models(whole, batched)
 
 
+def test_pooled_rows_train_only_before_the_early_stopping_rows(frame, trained):
+    other = synthetic_frame(seed=5).with_columns(surface=pl.lit("reels"))
+    V = trained.window["valid_start"]
+    args = dict(surface="feed", actions=["like", "dwell"], progress=False)
+    pooled = train_on_frame(frame, pooled=other, **args)
+    n_before = int((other["ts"] < V).sum())
+    assert 0 < n_before < other.height
+    assert pooled.rows == {**trained.rows, "fit": trained.rows["fit"] + n_before, "pooled": n_before}
+    assert pooled.pooled_surfaces == ["reels"] and pooled.window == trained.window and pooled.actions == trained.actions
+    assert bytes(pooled.boosters["like"].save_raw("ubj")) != bytes(trained.boosters["like"].save_raw("ubj"))
+    # the pooled rows' labels from the early-stopping day on are never read
+    flipped = other.with_columns(pl.when(pl.col("ts") >= V).then(~pl.col(a)).otherwise(pl.col(a)).alias(a) for a in ACTIONS)
+    _same_models(pooled, train_on_frame(frame, pooled=flipped, **args))
+    # but earlier ones are
+    earlier = other.with_columns(pl.when(pl.col("ts") < V).then(~pl.col("like")).otherwise(pl.col("like")).alias("like"))
+    assert bytes(train_on_frame(frame, pooled=earlier, **args).boosters["like"].save_raw("ubj")) != bytes(pooled.boosters["like"].save_raw("ubj"))
+    with pytest.raises(FeedlabError, match="pooled rows lack 1 column"):
+        train_on_frame(frame, pooled=other.drop("like"), **args)
+
+
+def test_pooled_training_from_parquet_files_equals_training_in_memory(tmp_path, frame):
+    other = synthetic_frame(seed=5)
+    frame.write_parquet(tmp_path / "feed.parquet")
+    other.write_parquet(tmp_path / "reels.parquet")
+    args = dict(surface="feed", actions=["like"], max_rounds=20)
+    in_memory = train_on_frame(frame, pooled=other.with_columns(surface=pl.lit("reels")), **args)
+    from_files = train_on_parquet(tmp_path / "feed.parquet", pooled={"reels": tmp_path / "reels.parquet"}, batch_rows=frame.height // 3, **args)
+    _same_models(in_memory, from_files)
+    assert from_files.pooled_surfaces == ["reels"] and from_files.rows["pooled"] > 0
+
+
 def test_training_from_a_parquet_file_refuses_bad_files(tmp_path, frame):
     with pytest.raises(FeedlabError, match="no such training file"):
         train_on_parquet(tmp_path / "missing.parquet", surface="feed")
@@ -267,6 +298,7 @@ def test_time_split_of_training(frame, trained):
         "fit": (ts < V).sum(),
         "valid": ((ts >= V) & (ts < T)).sum(),
         "test": (ts >= T).sum(),
+        "pooled": 0,
     }
     assert w["train_start"] == ts.min() and w["test_end"] == ts.max()
     # the test metrics count exactly the rows at or after T
@@ -337,7 +369,7 @@ def test_null_labels_carry_no_weight(frame, trained):
     nulled = like_model(like_of(pl.lit(None, dtype=pl.Boolean)))
     dropped = like_model(frame.filter(~hidden_s))
     counted = like_model(like_of(pl.lit(True)))  # the same rows, all positive and counted
-    assert nulled.rows == {"fit": counted.rows["fit"], "valid": counted.rows["valid"], "test": counted.rows["test"]}
+    assert nulled.rows == counted.rows
     p_nulled = predict_actions(nulled, frame)["p_like"].to_numpy()
     p_dropped = predict_actions(dropped, frame)["p_like"].to_numpy()
     p_counted = predict_actions(counted, frame)["p_like"].to_numpy()
@@ -468,7 +500,52 @@ def test_train_surface_in_chunks_equals_training_in_memory(world4_path, tmp_path
     finally:
         con.close()
     _same_models(whole, chunked)
-    assert list(tmp_path.iterdir()) == []  # the feature file is gone
+    # both trained on Stories' rows too (the default pool)
+    assert whole.pooled_surfaces == chunked.pooled_surfaces == ["stories"]
+    assert list(tmp_path.iterdir()) == []  # the feature files are gone
+
+
+def test_train_surface_pools_the_other_surfaces_earlier_rows(world4_path):
+    con = connect(world4_path, read_only=True)
+    try:
+        pooled = train_surface(con, "explore", pool=SURFACES, max_rounds=10, progress=False)
+        alone = train_surface(con, "explore", pool=["explore"], max_rounds=10, progress=False)
+        some = train_surface(con, "explore", max_rounds=10, progress=False)  # the default: Reels
+        V = pooled.window["valid_start"]
+        before = dict(con.sql("select surface, count(*) from impressions where ts < ? group by surface", params=[V]).fetchall())
+        with pytest.raises(FeedlabError, match="unknown surface"):
+            train_surface(con, "explore", pool=["timeline"], progress=False)
+    finally:
+        con.close()
+    assert pooled.pooled_surfaces == ["feed", "stories", "reels"] and alone.pooled_surfaces == [] and some.pooled_surfaces == ["reels"]
+    assert pooled.rows["pooled"] == before["feed"] + before["stories"] + before["reels"]
+    assert some.rows["pooled"] == before["reels"] and alone.rows["pooled"] == 0
+    assert pooled.rows["fit"] == alone.rows["fit"] + pooled.rows["pooled"]
+    # the split, the actions and the test rows are the surface's own either way
+    assert pooled.window == alone.window and pooled.actions == alone.actions and pooled.rows["test"] == alone.rows["test"]
+
+
+def test_cli_trains_every_surface_at_once(world4_path, tmp_path, capsys):
+    import shutil
+
+    db = tmp_path / "copy.duckdb"  # its own models folder: the other tests' models stay as they are
+    shutil.copy(world4_path, db)
+    capsys.readouterr()
+    args = ["train", "--db", str(db), "--surface", "all", "--learning-rate", "0.3", "--max-rounds", "10", "--quiet", "--json"]
+    assert main([*args, "--pool", "none"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert [o["surface"] for o in out] == ["feed", "stories", "explore", "reels"]
+    assert all(o["pooled_surfaces"] == [] and o["rows"]["pooled"] == 0 for o in out)
+    assert main([*args, "--pool", "feed,reels"]) == 0
+    out = {o["surface"]: o for o in json.loads(capsys.readouterr().out)}
+    assert out["feed"]["pooled_surfaces"] == ["reels"] and out["stories"]["pooled_surfaces"] == ["feed", "reels"]
+    # what was saved is what was printed
+    for surface, o in out.items():
+        assert load_models(db, surface).pooled_surfaces == o["pooled_surfaces"]
+    assert main([*args, "--pool", "feed,timeline"]) == 2
+    assert "--pool takes 'none' or surfaces" in capsys.readouterr().err
+    assert main(["train", "--db", str(db), "--surface", "feed", "--dask", "local", "--pool", "reels"]) == 2
+    assert "--dask trains each surface on its own rows" in capsys.readouterr().err
 
 
 def test_cli_train_saves_models_and_leaves_the_store_alone(world4_path, feed_trained, capsys):

@@ -71,11 +71,14 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from toolkit.predict import save_models, train_surface
+    from toolkit.predict import save_models, train_surface, train_surfaces
+    from toolkit.store.schema import SURFACES
 
     if (args.db is None) == (args.data is None):
         raise FeedlabError("give the store as --db FILE or the dataset as --data DIR (one of them)")
     source = args.db if args.db is not None else args.data
+    surfaces = list(SURFACES) if args.surface == "all" else [args.surface]
+    pool = _pool_argument(args.pool)
     options = dict(
         train_until=args.train_until,
         params=None if args.learning_rate is None else {"eta": args.learning_rate},
@@ -84,42 +87,65 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     if args.dask is not None and args.chunked:
         raise FeedlabError("--chunked is the one-machine path for logs larger than memory; with --dask the workers already featurize a day at a time")
-    if args.chunked:
-        options["chunk"] = timedelta(days=1)
+    if args.dask is not None and pool:
+        raise FeedlabError("--dask trains each surface on its own rows only; leave out --pool")
     if args.dask is not None:
         from toolkit.predict.distributed import dask_client, train_surface_dask
 
         # every worker opens the store (or dataset) read-only itself, at the same path
         with dask_client(args.dask, verbose=not args.quiet) as client:
-            trained = train_surface_dask(source, args.surface, client=client, **options)
+            trained = {s: train_surface_dask(source, s, client=client, **options) for s in surfaces}
     else:
         # read-only: training reads the store and writes only the model files beside it
         from toolkit.store import open_source
 
         con = open_source(source)
         try:
-            trained = train_surface(con, args.surface, **options)
+            if args.chunked:
+                trained = {s: train_surface(con, s, pool=pool, chunk=timedelta(days=1), **options) for s in surfaces}
+            else:
+                trained = train_surfaces(con, surfaces, pool=pool, **options)
         finally:
             con.close()
-    folder = save_models(trained, source)
+    folders = {s: save_models(t, source) for s, t in trained.items()}
     if args.json:
-        _print_json(
+        out = [
             {
-                "surface": args.surface,
-                "models": str(folder),
-                "window": trained.window,
-                "rows": trained.rows,
-                "best_iteration": trained.best_iteration,
-                "actions": trained.metrics,
+                "surface": s,
+                "models": str(folders[s]),
+                "window": t.window,
+                "rows": t.rows,
+                "pooled_surfaces": t.pooled_surfaces,
+                "best_iteration": t.best_iteration,
+                "actions": t.metrics,
             }
-        )
+            for s, t in trained.items()
+        ]
+        _print_json(out[0] if args.surface != "all" else out)
         return 0
-    w = trained.window
-    print(f"{args.surface}: trained on {w['train_start']} to {w['train_until']} "
-          f"(early stopping from {w['valid_start']}), tested on {w['test_start']} to {w['test_end']}")
-    _print_metrics(trained.metrics_frame())
-    print(f"models saved in {folder}")
+    for s, t in trained.items():
+        w = t.window
+        pooled = f", with the earlier rows of {', '.join(t.pooled_surfaces)}" if t.pooled_surfaces else ""
+        print(f"{s}: trained on {w['train_start']} to {w['train_until']}{pooled} "
+              f"(early stopping from {w['valid_start']}), tested on {w['test_start']} to {w['test_end']}")
+        _print_metrics(t.metrics_frame())
+        print(f"models saved in {folders[s]}")
     return 0
+
+
+def _pool_argument(value: str | None) -> list[str] | None:
+    """``--pool``: None (the default pool of each surface), 'none' (each surface alone) or a comma-separated list."""
+    from toolkit.store.schema import SURFACES
+
+    if value is None:
+        return None
+    if value == "none":
+        return []
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in SURFACES]
+    if unknown or not names:
+        raise FeedlabError(f"--pool takes 'none' or surfaces separated by commas ({', '.join(SURFACES)}); got {value!r}")
+    return names
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -409,9 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     from toolkit.store.schema import SURFACES
 
-    p = add("train", "Train one action model per action of a surface, save them beside the store, print test metrics.", _cmd_train, db_required=False)
+    p = add("train", "Train one action model per action of a surface (or all), save them beside the store, print test metrics.", _cmd_train, db_required=False)
     p.add_argument("--data", type=Path, metavar="DIR", help="train on a Parquet dataset folder (feedlab export --partition-by day) instead of --db")
-    p.add_argument("--surface", required=True, choices=SURFACES)
+    p.add_argument("--surface", required=True, choices=[*SURFACES, "all"], help="the surface whose models to train, or all of them")
+    p.add_argument("--pool", metavar="SURFACES|none", help="surfaces whose earlier rows also train the models, separated by commas "
+                   "(default: those of the same kind, Feed with Stories and Explore with Reels; none: the surface's own rows only; "
+                   "see docs/predictors.md)")
     p.add_argument("--train-until", metavar="DATE", help="train on impressions before this date or time, test on the rest (default: the last 20%% of days)")
     p.add_argument("--learning-rate", type=_positive(float), metavar="ETA", help="XGBoost's eta (default: the toolkit's, see docs/predictors.md); higher needs fewer rounds")
     p.add_argument("--max-rounds", type=_positive(int), metavar="N", help="most boosting rounds per action; early stopping usually ends sooner (default: the toolkit's)")

@@ -40,12 +40,14 @@ from toolkit.predict.predict import evaluate_actions, feature_matrix, predict_ac
 from toolkit.predict.train import (
     DEFAULT_PARAMS,
     calibrate_intercept,
+    default_pool,
     parse_time,
     select_actions,
     split_times,
     train_on_frame,
     train_on_parquet,
     train_surface,
+    train_surfaces,
 )
 
 __all__ = [
@@ -57,6 +59,7 @@ __all__ = [
     "action_metrics",
     "build_feature_partitions",
     "calibrate_intercept",
+    "default_pool",
     "check_features",
     "compare_with_baselines",
     "dask_client",
@@ -82,6 +85,7 @@ __all__ = [
     "train_on_frame",
     "train_on_parquet",
     "train_surface",
+    "train_surfaces",
     "train_surface_dask",
     "tune_history_rates",
 ]

@@ -1,6 +1,7 @@
 """Distributed training of a surface's action models on a Dask cluster, with ``xgboost.dask``.
 
-The same models as :func:`~toolkit.predict.train.train_surface`, trained on a
+The same models as :func:`~toolkit.predict.train.train_surface` on the surface's own rows
+(``pool=[surface]``; the Dask path does not yet add other surfaces' rows), trained on a
 ``dask.distributed`` cluster (a :class:`~distributed.LocalCluster` on this machine, or any
 running scheduler: Kubernetes, YARN, SSH, ...):
 
@@ -290,8 +291,9 @@ def train_surface_dask(
     """:func:`~toolkit.predict.train.train_surface` on a Dask cluster: features per chunk, ``xgboost.dask`` per action.
 
     Same arguments, split, action choice, parameters, null-label handling, early stopping and
-    result as the local path (see :func:`~toolkit.predict.train.train_on_frame`); the result
-    saves with :func:`~toolkit.predict.save_models` unchanged. What differs:
+    result as the local path on the surface's own rows (``train_surface(..., pool=[surface])``;
+    see :func:`~toolkit.predict.train.train_on_frame`); the result saves with
+    :func:`~toolkit.predict.save_models` unchanged. What differs:
 
     - features are built by :func:`build_feature_partitions` into ``workdir`` (default: a
       temporary folder beside the store, removed afterwards; a given ``workdir`` is kept);

@@ -37,7 +37,9 @@ class TrainedSurface:
 
     ``window`` holds the time split: training rows have ``train_start <= ts < train_until``
     (early stopping watches the rows from ``valid_start`` on), test rows have
-    ``test_start <= ts <= test_end`` with ``test_start == train_until``. ``metrics`` maps each
+    ``test_start <= ts <= test_end`` with ``test_start == train_until``. ``pooled_surfaces``
+    are the other surfaces whose rows before ``valid_start`` also trained the models (counted in
+    ``rows["pooled"]``); early stopping, the intercept and the test rows are the surface's own. ``metrics`` maps each
     action to :func:`~toolkit.predict.metrics.action_metrics` on the test rows. ``importance``
     has one row per action and feature (action, feature, family, gain, mean_abs_shap);
     ``family_importance`` sums it per signal family. ``boosters`` hold the trees up to the
@@ -68,6 +70,7 @@ class TrainedSurface:
     schema_version: int = SCHEMA_VERSION
     created_at: datetime | None = None  # set when saved or loaded
     train_seconds: dict[str, float] = field(default_factory=dict)  # per action, this run only
+    pooled_surfaces: list[str] = field(default_factory=list)
 
     def metrics_frame(self) -> pl.DataFrame:
         """The test metrics as a table, one row per action (null where a metric does not apply).

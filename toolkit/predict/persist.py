@@ -175,6 +175,7 @@ def load_models(db: str | os.PathLike | duckdb.DuckDBPyConnection, surface: str)
         family_importance=pl.DataFrame(fam) if fam else pl.DataFrame(),
         schema_version=int(meta["schema_version"]),
         created_at=_parse_time(meta.get("created_at")),
+        pooled_surfaces=list(meta.get("pooled_surfaces", [])),
     )
 
 
@@ -230,6 +231,7 @@ def _metadata(trained: TrainedSurface, created: datetime) -> dict[str, Any]:
             "train_until": trained.train_until,
             "window": trained.window,
             "rows": trained.rows,
+            "pooled_surfaces": trained.pooled_surfaces,
             "actions": trained.actions,
             "features": [
                 {"name": f, "family": FEATURES[f].family if f in FEATURES else None} for f in trained.features
