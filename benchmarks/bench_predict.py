@@ -131,8 +131,12 @@ def truth_inputs_auc(con, trained, frame, actions: list[str]) -> dict[str, float
     return out
 
 
-def lightgbm_ratio(trained, frame, action: str) -> dict:
-    """XGBoost's training seconds over LightGBM's for one action on the same matrix, with both AUCs."""
+def lightgbm_ratio(trained, frame, action: str, pooled=None) -> dict:
+    """XGBoost's training seconds over LightGBM's for one action on the same matrix, with both AUCs.
+
+    ``pooled`` is what ``train_on_frame`` got: its rows before the early-stopping day join the
+    fit rows here too, so both libraries learn from the same rows.
+    """
     import lightgbm as lgb
     import numpy as np
     import polars as pl
@@ -141,8 +145,12 @@ def lightgbm_ratio(trained, frame, action: str) -> dict:
     from toolkit.predict.predict import feature_matrix
 
     w = trained.window
+    fit = frame.filter(pl.col("ts") < w["valid_start"])
+    if pooled is not None:  # in train_on_frame's order: the surface's rows, then the pooled ones
+        columns = ["ts", *trained.features, action]
+        fit = pl.concat([fit.select(columns), pooled.filter(pl.col("ts") < w["valid_start"]).select(columns)])
     parts = {
-        "fit": frame.filter(pl.col("ts") < w["valid_start"]),
+        "fit": fit,
         "valid": frame.filter((pl.col("ts") >= w["valid_start"]) & (pl.col("ts") < w["train_until"])),
         "test": frame.filter(pl.col("ts") >= w["train_until"]),
     }
@@ -288,8 +296,9 @@ def main() -> None:
             for surface in surfaces:
                 speed, frame = speeds[surface], frames[surface]
                 others = [frames[s].with_columns(surface=pl.lit(s)) for s in pools[surface] if s != surface]
+                pooled = pl.concat(others) if others else None
                 started = time.perf_counter()
-                trained = train_on_frame(frame, surface=surface, pooled=pl.concat(others) if others else None)
+                trained = train_on_frame(frame, surface=surface, pooled=pooled)
                 total = time.perf_counter() - started
                 judged = [a for a, m in trained.metrics.items() if m.get("positives", 0) >= MIN_TEST_POSITIVES]
                 entry = {
@@ -303,7 +312,7 @@ def main() -> None:
                     "diagnostics": diagnostics(trained, frame, judged),
                 }
                 if surface == args.surfaces.split(",")[0]:
-                    entry["lightgbm"] = lightgbm_ratio(trained, frame, args.lightgbm_action)
+                    entry["lightgbm"] = lightgbm_ratio(trained, frame, args.lightgbm_action, pooled)
                 results["surfaces"][surface] = entry
                 print(json.dumps({surface: entry["quality"].get("targets_met")}), flush=True)
                 if args.out:  # after each surface, so a long run that stops still leaves figures

@@ -96,7 +96,9 @@ def _predict_rows(r: dict) -> list[Row]:
         ]
         if _get(s, "features", "pandas_over_polars") is not None:
             rows.append((f"{surface}: pandas time / polars time, same features", _num(_get(s, "features", "pandas_over_polars"))))
-        if s.get("lightgbm"):
+        if _get(s, "lightgbm", "void"):
+            rows.append((f"{surface}: XGBoost / LightGBM training time", "void this run (results.json says why)"))
+        elif s.get("lightgbm"):
             lg = s["lightgbm"]
             rows.append((
                 f"{surface}: XGBoost / LightGBM training time ({lg.get('action')}, AUC {_num(lg.get('xgboost_auc'), 4)} vs {_num(lg.get('lightgbm_auc'), 4)})",

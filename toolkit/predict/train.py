@@ -205,10 +205,11 @@ def train_surface(
     on ``surface``'s own rows. ``pool=[surface]`` trains on the surface alone. Reads the store
     only.
 
-    For logs larger than memory pass ``chunk`` (``timedelta(days=1)``, say): the features are
-    written a chunk at a time to a Parquet file in ``workdir`` (a temporary folder by default,
-    removed afterwards) and :func:`train_on_parquet` trains from it batch by batch with
-    XGBoost's external memory, so memory follows one chunk and one page of the binned matrix.
+    For logs larger than memory pass ``chunk`` (``timedelta(days=1)``, say): the features of the
+    surface and its pool are written a chunk at a time to one Parquet file per surface in
+    ``workdir`` (a temporary folder by default, removed afterwards) and :func:`train_on_parquet`
+    trains from them batch by batch with XGBoost's external memory, so memory follows one chunk
+    and one page of the binned matrix. The models equal those trained in memory.
 
     Example
     -------
@@ -250,8 +251,9 @@ def train_surfaces(
 
     Each surface's models train on its own rows and the ``pool`` surfaces' (default
     :func:`default_pool`), exactly as :func:`train_surface` would, but the impressions are
-    featurized in one pass for all of them. ``options`` are :func:`train_on_frame`'s (train_until, actions,
-    params, max_rounds, ...). A surface without impressions is a FeedlabError.
+    featurized in one pass for all of them. ``options`` are :func:`train_on_frame`'s
+    (train_until, actions, params, max_rounds, ...). A surface without impressions is a
+    FeedlabError.
 
     Example
     -------
