@@ -487,7 +487,7 @@ def _train_from_partitions(
             "test_start": T,
             "test_end": bounds["test_end"],
         },
-        rows={"fit": int(n_fit), "valid": int(n_valid), "test": test.height},
+        rows={"fit": int(n_fit), "valid": int(n_valid), "test": test.height, "pooled": 0},  # no pooling on Dask yet
         metrics={},
         params={
             **booster_params,
