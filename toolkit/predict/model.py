@@ -39,8 +39,9 @@ class TrainedSurface:
     (early stopping watches the rows from ``valid_start`` on), test rows have
     ``test_start <= ts <= test_end`` with ``test_start == train_until``. ``pooled_surfaces``
     are the other surfaces whose rows before ``valid_start`` also trained the models (counted in
-    ``rows["pooled"]``); early stopping, the intercept and the test rows are the surface's own. ``metrics`` maps each
-    action to :func:`~toolkit.predict.metrics.action_metrics` on the test rows. ``importance``
+    ``rows["pooled"]``); early stopping, the intercept and the test rows are the surface's own.
+    ``metrics`` maps each action to :func:`~toolkit.predict.metrics.action_metrics` on the test
+    rows. ``importance``
     has one row per action and feature (action, feature, family, gain, mean_abs_shap);
     ``family_importance`` sums it per signal family. ``boosters`` hold the trees up to the
     early-stopping round only, so ``best_iteration[a] + 1`` is each booster's size.
