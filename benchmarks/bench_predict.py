@@ -273,9 +273,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
 
-    import polars as pl
-
-    from toolkit.predict import default_pool, train_on_frame
+    from toolkit.predict import default_pool, pooled_rows, train_on_frame
     from toolkit.store import SURFACES, connect
     from toolkit.synth import SynthConfig, build_world
 
@@ -295,8 +293,7 @@ def main() -> None:
                 speeds[surface], frames[surface] = feature_speed(con, surface, with_pandas=surface == args.pandas_surface)
             for surface in surfaces:
                 speed, frame = speeds[surface], frames[surface]
-                others = [frames[s].with_columns(surface=pl.lit(s)) for s in pools[surface] if s != surface]
-                pooled = pl.concat(others) if others else None
+                pooled = pooled_rows(frames, surface, pools[surface])
                 started = time.perf_counter()
                 trained = train_on_frame(frame, surface=surface, pooled=pooled)
                 total = time.perf_counter() - started

@@ -42,6 +42,7 @@ __all__ = [
     "calibrate_intercept",
     "default_pool",
     "parse_time",
+    "pooled_rows",
     "select_actions",
     "split_times",
     "train_on_frame",
@@ -266,18 +267,30 @@ def train_surfaces(
     surfaces = list(SURFACES) if surfaces is None else _known_surfaces(surfaces)
     if not surfaces:
         raise FeedlabError(f"no surfaces given; choose from {', '.join(SURFACES)}")
-    pooled = {s: _pooled(s, pool) for s in surfaces}
-    needed = [s for s in SURFACES if s in surfaces or any(s in p for p in pooled.values())]
+    needed = [s for s in SURFACES if s in surfaces or any(s in _pooled(t, pool) for t in surfaces)]
     frames = training_frames(con, needed, progress=progress)
     out = {}
     for s in surfaces:
         if frames[s].height == 0:
             raise FeedlabError(f"the store has no {s} impressions to train on")
-        others = [frames[o].with_columns(surface=pl.lit(o)) for o in pooled[s] if frames[o].height]
-        out[s] = train_on_frame(
-            frames[s], surface=s, pooled=pl.concat(others) if others else None, progress=progress, **options
-        )
+        out[s] = train_on_frame(frames[s], surface=s, pooled=pooled_rows(frames, s, pool), progress=progress, **options)
     return out
+
+
+def pooled_rows(frames: Mapping[str, pl.DataFrame], surface: str, pool: Sequence[str] | None = None) -> pl.DataFrame | None:
+    """The rows of ``surface``'s pool among per-surface training ``frames``, with a ``surface`` column; None when empty.
+
+    What :func:`train_on_frame` takes as ``pooled``; ``pool`` as in :func:`train_surface`
+    (default :func:`default_pool`). Surfaces missing from ``frames`` or without rows add nothing.
+
+    Example
+    -------
+    >>> f = pl.DataFrame({"ts": [1]})
+    >>> pooled_rows({"explore": f, "reels": f}, "explore")["surface"].to_list()
+    ['reels']
+    """
+    others = [frames[o].with_columns(surface=pl.lit(o)) for o in _pooled(surface, pool) if o in frames and frames[o].height]
+    return pl.concat(others) if others else None
 
 
 def _known_surfaces(surfaces: Sequence[str]) -> list[str]:
