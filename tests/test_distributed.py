@@ -43,10 +43,10 @@ def client():
 
 @pytest.fixture(scope="module")
 def both_ways(small_world_path, client):
-    """Feed (the surface with the most rows) trained locally and on the cluster, same parameters."""
+    """Feed (the surface with the most rows) trained locally and on the cluster, same parameters and default pool."""
     con = connect(small_world_path, read_only=True)
     try:
-        local = train_surface(con, "feed", pool=["feed"], max_rounds=ROUNDS, params=COMPARED, progress=False)
+        local = train_surface(con, "feed", max_rounds=ROUNDS, params=COMPARED, progress=False)
     finally:
         con.close()
     started = time.perf_counter()
@@ -61,6 +61,9 @@ def test_the_distributed_models_match_the_local_ones(both_ways):
     assert dist.window == local.window
     assert dist.rows == local.rows
     assert dist.rows["test"] > 0  # the last of the 3 days
+    # Stories' rows before the early-stopping day join the fit on both paths
+    assert dist.pooled_surfaces == local.pooled_surfaces == ["stories"]
+    assert 0 < dist.rows["pooled"] < dist.rows["fit"]
     assert dist.features == local.features
     judged = [a for a in local.actions if local.metrics[a]["positives"] >= MIN_TEST_POSITIVES]
     assert len(judged) >= 2, judged
@@ -125,6 +128,7 @@ def test_cli_train_dask_local(small_world_path, tmp_path, capsys):
     models = load_models(db, "feed")
     assert models.params["distributed"] == "dask" and models.params["max_rounds"] == 20
     assert set(out["actions"]) == set(models.actions)
+    assert out["pooled_surfaces"] == models.pooled_surfaces == ["stories"]  # the default pool, as on one machine
     assert np.isfinite(models.metrics["dwell"]["auc"])
 
 

@@ -544,8 +544,6 @@ def test_cli_trains_every_surface_at_once(world4_path, tmp_path, capsys):
         assert load_models(db, surface).pooled_surfaces == o["pooled_surfaces"]
     assert main([*args, "--pool", "feed,timeline"]) == 2
     assert "--pool takes 'none' or surfaces" in capsys.readouterr().err
-    assert main(["train", "--db", str(db), "--surface", "feed", "--dask", "local", "--pool", "reels"]) == 2
-    assert "--dask trains each surface on its own rows" in capsys.readouterr().err
 
 
 def test_cli_train_saves_models_and_leaves_the_store_alone(world4_path, feed_trained, capsys):

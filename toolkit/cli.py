@@ -87,14 +87,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     if args.dask is not None and args.chunked:
         raise FeedlabError("--chunked is the one-machine path for logs larger than memory; with --dask the workers already featurize a day at a time")
-    if args.dask is not None and pool:
-        raise FeedlabError("--dask trains each surface on its own rows only; leave out --pool")
     if args.dask is not None:
         from toolkit.predict.distributed import dask_client, train_surface_dask
 
         # every worker opens the store (or dataset) read-only itself, at the same path
         with dask_client(args.dask, verbose=not args.quiet) as client:
-            trained = {s: train_surface_dask(source, s, client=client, **options) for s in surfaces}
+            trained = {s: train_surface_dask(source, s, client=client, pool=pool, **options) for s in surfaces}
     else:
         # read-only: training reads the store and writes only the model files beside it
         from toolkit.store import open_source

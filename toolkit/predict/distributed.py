@@ -1,18 +1,20 @@
 """Distributed training of a surface's action models on a Dask cluster, with ``xgboost.dask``.
 
-The same models as :func:`~toolkit.predict.train.train_surface` on the surface's own rows
-(``pool=[surface]``; the Dask path does not yet add other surfaces' rows), trained on a
-``dask.distributed`` cluster (a :class:`~distributed.LocalCluster` on this machine, or any
-running scheduler: Kubernetes, YARN, SSH, ...):
+The same models as :func:`~toolkit.predict.train.train_surface` (the surface's rows plus the
+earlier rows of its pool, by default the sibling surface), trained on a ``dask.distributed``
+cluster (a :class:`~distributed.LocalCluster` on this machine, or any running scheduler:
+Kubernetes, YARN, SSH, ...):
 
-1. :func:`build_feature_partitions` featurizes the surface one time chunk per task on the
+1. :func:`build_feature_partitions` featurizes a surface one time chunk per task on the
    workers: each task opens the store read-only itself and runs
    :func:`~toolkit.signals.training_frame` on its chunk (the definitions of the local path;
    point-in-time features do not depend on how the impressions are chunked), writing one
    Parquet file per chunk.
-2. :func:`train_surface_dask` reads those files with ``dask.dataframe.read_parquet``, persists
-   them on the workers, splits them with :func:`~toolkit.predict.train.split_times` (the same
-   bounds as the local path), chooses the actions with
+2. :func:`train_surface_dask` featurizes the surface and its pool that way (all their chunks
+   in one batch of tasks), reads the files with ``dask.dataframe.read_parquet``, persists them
+   on the workers, splits them with :func:`~toolkit.predict.train.split_times` (the same
+   bounds as the local path), adds the pooled rows before the early-stopping day to the
+   fitting rows, chooses the actions with
    :func:`~toolkit.predict.train.select_actions` and trains each action with
    ``xgboost.dask.train`` (XGBoost's distributed ``hist``: every worker builds histograms of its
    rows, summed across workers each round). The test rows (the last 20% of days) are collected
@@ -61,6 +63,7 @@ from toolkit.predict.train import (
     MAX_ROUNDS,
     _importance,
     calibrate_intercept,
+    _pooled,
     select_actions,
     split_times,
 )
@@ -238,38 +241,59 @@ def build_feature_partitions(
     """
     if surface not in SURFACES:
         raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
+    directory = Path(directory).resolve()
+    _build_partitions(source, {surface: directory}, client=client, chunk=chunk, progress=progress)
+    return directory
+
+
+def _build_partitions(
+    source: str | os.PathLike,
+    directories: dict[str, Path],
+    *,
+    client: Client,
+    chunk: timedelta,
+    progress: bool,
+    optional: Sequence[str] = (),
+) -> list[str]:
+    """:func:`build_feature_partitions` for several surfaces at once: every chunk of every surface is one task.
+
+    Returns the surfaces written; an ``optional`` surface without impressions is left out, any
+    other is a FeedlabError.
+    """
     if chunk <= timedelta(0):
         raise FeedlabError("chunk must be a positive duration")
     source = Path(source).resolve()
-    directory = Path(directory).resolve()
-    chunks = _chunk_edges(source, surface, chunk)
-    if not chunks:
-        raise FeedlabError(f"the store has no {surface} impressions to train on")
-    directory.mkdir(parents=True, exist_ok=True)
-    for old in directory.glob("part-*.parquet"):
-        old.unlink()
-    paths = [str(directory / f"part-{i:05d}.parquet") for i in range(len(chunks))]
+    tasks, written = [], []  # tasks: (surface, start, end, path)
+    for surface, directory in directories.items():
+        chunks = _chunk_edges(source, surface, chunk)
+        if not chunks:
+            if surface in optional:
+                continue
+            raise FeedlabError(f"the store has no {surface} impressions to train on")
+        written.append(surface)
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("part-*.parquet"):
+            old.unlink()
+        tasks += [(surface, a, b, str(directory / f"part-{i:05d}.parquet")) for i, (a, b) in enumerate(chunks)]
     futures = client.map(
         _featurize_chunk,
-        [str(source)] * len(chunks),
-        [surface] * len(chunks),
-        [a for a, _ in chunks],
-        [b for _, b in chunks],
-        paths,
+        [str(source)] * len(tasks),
+        *(list(column) for column in zip(*tasks)),
         pure=False,
-        key=[f"feedlab-features-{surface}-{i:05d}-{uuid.uuid4().hex[:8]}" for i in range(len(chunks))],
+        key=[f"feedlab-features-{s}-{Path(path).stem}-{uuid.uuid4().hex[:8]}" for s, _, _, path in tasks],
     )
     from distributed import as_completed
 
     try:
-        with tqdm(total=len(futures), desc=f"features {surface}", unit="chunk", disable=not progress) as bar:
+        desc = f"features {', '.join(directories)}"
+        with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
             for future in as_completed(futures):
                 future.result()  # re-raises a task's error (a FeedlabError stays one)
                 bar.update()
     except BaseException:
         client.cancel(futures)  # the other chunks' tasks are not needed any more
         raise
-    return directory
+    return written
 
 
 def train_surface_dask(
@@ -277,6 +301,7 @@ def train_surface_dask(
     surface: str,
     *,
     client: Client,
+    pool: Sequence[str] | None = None,
     train_until: str | date | datetime | None = None,
     actions: Sequence[str] | None = None,
     min_positives: int = 50,
@@ -290,13 +315,15 @@ def train_surface_dask(
 ) -> TrainedSurface:
     """:func:`~toolkit.predict.train.train_surface` on a Dask cluster: features per chunk, ``xgboost.dask`` per action.
 
-    Same arguments, split, action choice, parameters, null-label handling, early stopping and
-    result as the local path on the surface's own rows (``train_surface(..., pool=[surface])``;
-    see :func:`~toolkit.predict.train.train_on_frame`); the result saves with
+    Same arguments, split, action choice, pooled rows (``pool``, by default
+    :func:`~toolkit.predict.train.default_pool`: the sibling surface's rows before the
+    early-stopping day join the fit), parameters, null-label handling, early stopping and result
+    as the local path (see :func:`~toolkit.predict.train.train_on_frame`); the result saves with
     :func:`~toolkit.predict.save_models` unchanged. What differs:
 
-    - features are built by :func:`build_feature_partitions` into ``workdir`` (default: a
-      temporary folder beside the store, removed afterwards; a given ``workdir`` is kept);
+    - features of the surface and its pool are built by :func:`build_feature_partitions`, one
+      subfolder per surface, into ``workdir`` (default: a temporary folder beside the store,
+      removed afterwards; a given ``workdir`` is kept);
     - each worker trains with its own thread count (``nthread`` of ``params`` is ignored),
       and XGBoost sums the workers' histograms every round, so rows are split over workers;
     - ``params`` of the result records ``"distributed": "dask"``, the worker count
@@ -316,6 +343,7 @@ def train_surface_dask(
 
     if surface not in SURFACES:
         raise FeedlabError(f"unknown surface {surface!r}; choose one of {', '.join(SURFACES)}")
+    others = _pooled(surface, pool)
     workers = client.nthreads()
     if not workers:
         raise FeedlabError("the Dask cluster has no workers (yet); start some or wait for them to join")
@@ -327,9 +355,11 @@ def train_surface_dask(
         source.parent / f".{source.stem}.dask-{surface}-{uuid.uuid4().hex[:8]}" if temporary else Path(workdir).resolve()
     )
     try:
-        build_feature_partitions(source, surface, folder, client=client, chunk=chunk, progress=progress)
+        folders = {s: folder / s for s in [surface, *others]}
+        built = _build_partitions(source, folders, client=client, chunk=chunk, progress=progress, optional=others)
         return _train_from_partitions(
-            folder,
+            folders[surface],
+            pooled={s: folders[s] for s in others if s in built},
             surface=surface,
             client=client,
             features=feature_names(),
@@ -370,6 +400,7 @@ def _model_partition(df, columns: list[str]):
 def _train_from_partitions(
     folder: Path,
     *,
+    pooled: dict[str, Path],
     surface: str,
     client: Client,
     features: list[str],
@@ -406,16 +437,26 @@ def _train_from_partitions(
     n_workers = len(client.nthreads())
     # each split's rows spread evenly over the workers: a split of a few days would otherwise
     # sit on the one or two workers that featurized those days
-    fit = _spread(frame[frame["ts"] < V][columns], client)
+    own_fit = frame[frame["ts"] < V][columns]
+    # the pooled surfaces' rows before the early-stopping day join the fit, as in train_on_frame
+    extra = {}
+    for other, other_folder in pooled.items():
+        rows = dd.read_parquet([str(f) for f in sorted(other_folder.glob("part-*.parquet"))])
+        rows = rows.map_partitions(_model_partition, columns, meta=meta)
+        extra[other] = rows[rows["ts"] < V][columns].persist()
+    n_extra = dict(zip(extra, dask.compute(*(rows.shape[0] for rows in extra.values()))))
+    pooled_surfaces = [s for s in SURFACES if n_extra.get(s, 0) > 0]
+    fit = _spread(dd.concat([own_fit, *(extra[s] for s in pooled_surfaces)]) if pooled_surfaces else own_fit, client)
     valid = _spread(frame[(frame["ts"] >= V) & (frame["ts"] < T)][columns], client)
-    del frame  # the workers keep it until fit and valid are built, then drop it
-    n_fit, n_valid, pos_fit, obs_fit, pos_valid, obs_valid = dask.compute(
-        fit.shape[0], valid.shape[0], fit[labels].sum(), fit[labels].count(), valid[labels].sum(), valid[labels].count()
-    )
-    # select_actions sums each label column of the training rows; a one-row frame of the
-    # training rows' positive counts gives it the same sums
+    n_fit, n_valid, pos_own, pos_fit, obs_fit, pos_valid, obs_valid = dask.compute(
+        fit.shape[0], valid.shape[0], own_fit[labels].sum(), fit[labels].sum(), fit[labels].count(),
+        valid[labels].sum(), valid[labels].count(),
+    )  # fmt: skip
+    del frame, own_fit, extra  # the workers keep them until fit and valid are built, then drop them
+    # select_actions sums each label column of the surface's own training rows; a one-row
+    # frame of their positive counts gives it the same sums
     chosen = select_actions(
-        pl.DataFrame({a: [int(pos_fit[a] + pos_valid[a])] for a in labels}, schema={a: pl.Int64 for a in labels}),
+        pl.DataFrame({a: [int(pos_own[a] + pos_valid[a])] for a in labels}, schema={a: pl.Int64 for a in labels}),
         actions=actions,
         min_positives=min_positives,
     )
@@ -487,7 +528,7 @@ def _train_from_partitions(
             "test_start": T,
             "test_end": bounds["test_end"],
         },
-        rows={"fit": int(n_fit), "valid": int(n_valid), "test": test.height, "pooled": 0},  # no pooling on Dask yet
+        rows={"fit": int(n_fit), "valid": int(n_valid), "test": test.height, "pooled": int(sum(n_extra.values()))},
         metrics={},
         params={
             **booster_params,
@@ -499,6 +540,7 @@ def _train_from_partitions(
         },
         train_seconds=seconds,
     )
+    trained.pooled_surfaces = pooled_surfaces
     predictions = predict_actions(trained, test)
     trained.metrics = evaluate_actions(trained, test, predictions=predictions)
     trained.importance, trained.family_importance = _importance(trained, test, seed=seed)
