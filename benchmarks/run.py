@@ -264,7 +264,8 @@ def render(results: dict) -> str:
         "# Benchmark results",
         "",
         "Written by `benchmarks/run.py` (`make bench`) from `benchmarks/results.json`; each benchmark's",
-        "JSON there holds every figure it measured. Figures come from the run dates shown, on this machine:",
+        "JSON there holds every figure it measured. Figures come from the run dates shown, on this machine",
+        "(that of the latest run; a benchmark that ran on another CPU names it):",
         "",
         "| machine | |",
         "| --- | --- |",
@@ -277,7 +278,9 @@ def render(results: dict) -> str:
     ]
     for name, entry in results.get("benchmarks", {}).items():
         commit = f" at commit {entry['commit']}" if entry.get("commit") else ""
-        lines += [f"## {name}", "", f"`{entry['command']}`: ran {entry.get('ran_at', '?')}{commit}, {entry['seconds']} s, "
+        cpu = (entry.get("result") or {}).get("machine", {}).get("cpu")
+        where = f" on {cpu}" if cpu and cpu != m.get("cpu") else ""
+        lines += [f"## {name}", "", f"`{entry['command']}`: ran {entry.get('ran_at', '?')}{commit}{where}, {entry['seconds']} s, "
                   f"peak memory {entry['peak_rss_mb']:,} MB.", ""]
         if entry.get("returncode") != 0 or "result" not in entry:
             lines += [f"**Failed** (exit status {entry.get('returncode')}); see results.json for its output.", ""]

@@ -32,6 +32,14 @@ def test_render_shows_machine_commit_and_figures():
     assert "| growth of synth, smallest to largest: seconds per row ratio (1 = linear), peak memory ratio | 1.1, 1.5 (rows x2) |" in text
 
 
+def test_render_names_the_cpu_of_a_benchmark_run_elsewhere():
+    here, elsewhere = {"machine": {"cpu": "CPU A"}}, {"machine": {"cpu": "CPU B"}}
+    text = run.render({"machine": {"cpu": "CPU A"}, "benchmarks": {"rank": _entry(here), "widgets": _entry(elsewhere)}})
+    assert "| CPU | CPU A |" in text
+    assert "at commit abc1234, 12.5 s" in text  # rank ran on the machine in the table
+    assert "at commit abc1234 on CPU B, 12.5 s" in text
+
+
 def test_render_marks_a_failed_benchmark():
     text = run.render({"machine": {}, "benchmarks": {"rank": _entry(None, code=1)}})
     assert "**Failed** (exit status 1)" in text

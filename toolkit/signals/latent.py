@@ -165,18 +165,21 @@ def latent_effects(
     sign = np.where(np.isin(np.array(ACTIONS), NEGATIVE_ACTIONS), -1.0, 1.0)
     bucket = np.minimum(POSITION_BUCKETS - 1, np.floor(np.log2(imp["position"].to_numpy() + 1.0))).astype(np.int64)
     imp = imp.with_columns(pl.Series("bucket", bucket))
-    shared_loading = sign[obs_act]
-    per_obs_keys = {
-        "base": key("surface")[obs_imp] * n_act + obs_act,
-        "position": key("surface", "bucket")[obs_imp],
-        "format": key("format")[obs_imp] * n_act + obs_act,
-        "level": key("user_id")[obs_imp],
-        "topic": key("user_id", "topic")[obs_imp],
-        "quality": key("post_id")[obs_imp],
-        "author": key("author_id")[obs_imp],
-        "tie": key("user_id", "author_id")[obs_imp],
-        "taste": key("user_id")[obs_imp] * n_act + obs_act,
+    # per impression, the key of each effect; base rate, format and taste also vary by action
+    imp_keys = {
+        "base": key("surface"),
+        "position": key("surface", "bucket"),
+        "format": key("format"),
+        "level": key("user_id"),
+        "topic": key("user_id", "topic"),
+        "quality": key("post_id"),
+        "author": key("author_id"),
+        "tie": key("user_id", "author_id"),
     }
+    imp_keys["taste"] = imp_keys["level"]
+    per_action = ("base", "format", "taste")
+    per_obs_keys = {name: k[obs_imp] * n_act + obs_act if name in per_action else k[obs_imp] for name, k in imp_keys.items()}
+    shared_loading = sign[obs_act]
     blocks = {}
     for name, keys in per_obs_keys.items():
         codes = _first_appearance_codes(keys)
@@ -186,22 +189,13 @@ def latent_effects(
             loading=shared_loading if name in SHARED_EFFECTS else None,
             running_size=np.maximum.accumulate(codes) + 1,
         )
-
-    # per impression and effect, the effect's code (-1: never observed); the fit of a day knows
-    # the codes below its block sizes, the keys seen before that day
-    imp_keys = {
-        "level": key("user_id"),
-        "topic": key("user_id", "topic"),
-        "quality": key("post_id"),
-        "author": key("author_id"),
-        "tie": key("user_id", "author_id"),
-    }
-    imp_codes = {name: _codes_of(blocks[name], per_obs_keys[name], imp_keys[name]) for name in SHARED_EFFECTS}
-    surface, bucket_key, fmt, viewer = key("surface"), key("surface", "bucket"), key("format"), key("user_id")
-    position_codes = _codes_of(blocks["position"], per_obs_keys["position"], bucket_key)
-    action_codes = {
+    # per impression, each effect's code (-1: never observed; a day's fit knows the codes below
+    # its block sizes, the keys seen before that day), per action for those that vary by action
+    imp_codes = {
         name: [_codes_of(blocks[name], per_obs_keys[name], k * n_act + j) for j in range(n_act)]
-        for name, k in (("base", surface), ("format", fmt), ("taste", viewer))
+        if name in per_action
+        else _codes_of(blocks[name], per_obs_keys[name], k)
+        for name, k in imp_keys.items()
     }
 
     day = imp["ts"].dt.truncate("1d").to_numpy()
@@ -225,10 +219,10 @@ def latent_effects(
             values = _lookup(theta[name], imp_codes[name][rows])
             out[column][rows] = values
             shared += values
-        position = _lookup(theta["position"], position_codes[rows])
+        position = _lookup(theta["position"], imp_codes["position"][rows])
         for j, action in enumerate(ACTIONS):
-            taste = _lookup(theta["taste"], action_codes["taste"][j][rows])
-            fixed = _lookup(theta["base"], action_codes["base"][j][rows]) + position + _lookup(theta["format"], action_codes["format"][j][rows])
+            taste = _lookup(theta["taste"], imp_codes["taste"][j][rows])
+            fixed = _lookup(theta["base"], imp_codes["base"][j][rows]) + position + _lookup(theta["format"], imp_codes["format"][j][rows])
             out[f"latent_taste_{action}"][rows] = taste
             out[f"latent_score_{action}"][rows] = fixed + sign[j] * shared + taste
     return pl.DataFrame({"impression_id": imp["impression_id"], **out})
