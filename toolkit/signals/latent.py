@@ -191,12 +191,12 @@ def latent_effects(
         )
     # per impression, each effect's code (-1: never observed; a day's fit knows the codes below
     # its block sizes, the keys seen before that day), per action for those that vary by action
-    imp_codes = {
-        name: [_codes_of(blocks[name], per_obs_keys[name], k * n_act + j) for j in range(n_act)]
-        if name in per_action
-        else _codes_of(blocks[name], per_obs_keys[name], k)
-        for name, k in imp_keys.items()
-    }
+    imp_codes = {}
+    for name, k in imp_keys.items():
+        # each key's code once per block (np.unique over every observation), then per impression
+        known, first = np.unique(per_obs_keys[name], return_index=True)
+        code_of = _code_lookup(known, blocks[name].codes[first])
+        imp_codes[name] = [code_of(k * n_act + j) for j in range(n_act)] if name in per_action else code_of(k)
 
     day = imp["ts"].dt.truncate("1d").to_numpy()
     days, first_row = np.unique(day, return_index=True)
@@ -236,11 +236,14 @@ def _first_appearance_codes(keys: np.ndarray) -> np.ndarray:
     return rank[inverse]
 
 
-def _codes_of(block: _Block, obs_keys: np.ndarray, keys: np.ndarray) -> np.ndarray:
-    """The block code of each key (a combination that may never have been observed: -1)."""
-    uniq, first = np.unique(obs_keys, return_index=True)
-    pos = np.clip(np.searchsorted(uniq, keys), 0, uniq.size - 1)
-    return np.where(uniq[pos] == keys, block.codes[first][pos], -1)
+def _code_lookup(known: np.ndarray, codes: np.ndarray):
+    """A function from keys to their block codes (-1 for a key never observed); ``known`` sorted."""
+
+    def code_of(keys: np.ndarray) -> np.ndarray:
+        pos = np.clip(np.searchsorted(known, keys), 0, known.size - 1)
+        return np.where(known[pos] == keys, codes[pos], -1)
+
+    return code_of
 
 
 def _lookup(theta: np.ndarray, codes: np.ndarray) -> np.ndarray:
